@@ -1,0 +1,186 @@
+//! Authentication (bearer tokens) and the authorization helpers every handler uses.
+//!
+//! A user who is not a member of a workspace gets 404 for every path under it, exactly as if
+//! it did not exist; [`workspace`] is the one place that decides this.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::app::AppState;
+use crate::domain::Role;
+use crate::error::ApiError;
+use crate::store::{Caller, ModelRef, WorkspaceAccess};
+
+/// A new API token: `berth_` and 32 random bytes, base64url.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("berth_{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+pub fn new_token_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Tokens are stored as their SHA-256: they are long random strings, so a fast hash is as
+/// good as a slow one and keeps authentication cheap.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Reads the token from `Authorization: Bearer <token>`; with `allow_bare`, also from a bare
+/// `Authorization: <token>` (as Comet's clients send it).
+pub fn token_from(parts: &Parts, allow_bare: bool) -> Result<String, ApiError> {
+    let header = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer <token>".into()))?;
+    let text = header
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("invalid Authorization header".into()))?
+        .trim();
+    let (scheme, rest) = text.split_once(' ').unwrap_or(("", text));
+    if scheme.eq_ignore_ascii_case("bearer") {
+        Ok(rest.trim().to_owned())
+    } else if allow_bare && !text.is_empty() && !text.contains(' ') {
+        Ok(text.to_owned())
+    } else {
+        Err(ApiError::Unauthorized(
+            "the Authorization header must be `Bearer <token>`".into(),
+        ))
+    }
+}
+
+pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    if token.is_empty() || token.len() > 512 {
+        return Err(ApiError::Unauthorized("invalid or revoked token".into()));
+    }
+    state
+        .store
+        .authenticate(&hash_token(token))
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("invalid or revoked token".into()))
+}
+
+/// The authenticated caller of an API request.
+pub struct Auth(pub Caller);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = token_from(parts, false)?;
+        authenticate(state, &token).await.map(Auth)
+    }
+}
+
+/// Like [`Auth`], but also accepts a bare `Authorization: <token>` (the Comet routes).
+pub struct CometAuth(pub Caller);
+
+impl FromRequestParts<AppState> for CometAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = token_from(parts, true)?;
+        authenticate(state, &token).await.map(CometAuth)
+    }
+}
+
+pub fn require_server_admin(caller: &Caller) -> Result<(), ApiError> {
+    if caller.server_admin {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "only a server admin may do this".into(),
+        ))
+    }
+}
+
+/// The caller's access to workspace `name`, or 404 when it does not exist or the caller is
+/// not a member.
+pub async fn workspace(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+) -> Result<WorkspaceAccess, ApiError> {
+    state
+        .store
+        .workspace_access(caller.user_id, caller.server_admin, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("workspace"))
+}
+
+pub fn require_ws_admin(ws: &WorkspaceAccess, action: &str) -> Result<(), ApiError> {
+    if ws.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "only workspace admins may {action}"
+        )))
+    }
+}
+
+/// The model `name` in `ws`, or 404.
+pub async fn model(
+    state: &AppState,
+    ws: &WorkspaceAccess,
+    name: &str,
+) -> Result<(ModelRef, crate::store::Model), ApiError> {
+    let model = state
+        .store
+        .get_model(ws.id, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("model"))?;
+    Ok((
+        ModelRef {
+            workspace_id: ws.id,
+            workspace_name: ws.name.clone(),
+            model_id: model.id,
+            model_name: model.name.clone(),
+        },
+        model,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(auth: Option<&str>) -> Parts {
+        let mut b = axum::http::Request::builder();
+        if let Some(a) = auth {
+            b = b.header(AUTHORIZATION, a);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn token_parsing() {
+        assert_eq!(
+            token_from(&parts(Some("Bearer abc")), false).unwrap(),
+            "abc"
+        );
+        assert_eq!(
+            token_from(&parts(Some("bearer abc")), false).unwrap(),
+            "abc"
+        );
+        assert!(token_from(&parts(Some("abc")), false).is_err());
+        assert_eq!(token_from(&parts(Some("abc")), true).unwrap(), "abc");
+        assert!(token_from(&parts(None), true).is_err());
+        assert!(token_from(&parts(Some("Basic abc")), true).is_err());
+    }
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let a = new_token();
+        assert!(a.starts_with("berth_"));
+        assert_ne!(a, new_token());
+        assert_eq!(hash_token(&a).len(), 64);
+        assert_ne!(hash_token(&a), a);
+    }
+}

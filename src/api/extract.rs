@@ -1,0 +1,256 @@
+//! Request extractors that answer bad input in the API's error shape: JSON bodies (with the
+//! offending field named), query strings, and opaque pagination cursors.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// A JSON request body. Unknown fields, wrong types and missing fields are 400 errors naming
+/// the field; a body that is not `application/json` is 415; one over 1 MiB is 413.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !is_json(content_type) {
+            return Err(ApiError::UnsupportedMediaType(
+                "the request body must be JSON (Content-Type: application/json)".into(),
+            ));
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY_BYTES))?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Parses a JSON document into `T`, naming the field to blame on failure.
+pub fn parse_json<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::Invalid {
+            message: "the request body must be a JSON object".into(),
+            field: None,
+        });
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
+    de.end().map_err(|e| ApiError::Invalid {
+        message: format!("trailing characters after the JSON document ({e})"),
+        field: None,
+    })?;
+    Ok(value)
+}
+
+fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    let text = inner.to_string();
+    // serde reports unknown and missing fields at the parent; name the field itself.
+    let named = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|prefix| text.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next())
+        .map(str::to_owned);
+    let field = match (named, path.as_str()) {
+        (Some(name), ".") => Some(name),
+        // serde_path_to_error already ends the path with an unknown field's name.
+        (Some(name), p) if p == name || p.ends_with(&format!(".{name}")) => Some(p.to_owned()),
+        (Some(name), parent) => Some(format!("{parent}.{name}")),
+        (None, "." | "?") => None,
+        (None, p) => Some(p.to_owned()),
+    };
+    let message = strip_position(&text);
+    let message = match (&field, inner.classify()) {
+        (_, serde_json::error::Category::Syntax | serde_json::error::Category::Eof) => {
+            format!("the request body is not valid JSON: {message}")
+        }
+        (Some(f), _) => format!("{f}: {message}"),
+        (None, _) => message,
+    };
+    ApiError::Invalid { message, field }
+}
+
+/// Drops serde_json's " at line X column Y" suffix.
+fn strip_position(text: &str) -> String {
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_owned(),
+        None => text.to_owned(),
+    }
+}
+
+/// A query string parsed into `T` (all of whose fields should be optional strings, checked
+/// by the handler so errors can name them).
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str(query)
+            .map(ApiQuery)
+            .map_err(|e| ApiError::Invalid {
+                message: format!("invalid query string: {e}"),
+                field: None,
+            })
+    }
+}
+
+/// `limit` and `cursor` of a list request.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// How many items to return: 1 to 500, default 50.
+    pub limit: Option<String>,
+    /// The `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Default and largest page sizes.
+pub const DEFAULT_LIMIT: i64 = 50;
+pub const MAX_LIMIT: i64 = 500;
+
+impl PageQuery {
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        parse_limit(self.limit.as_deref())
+    }
+
+    pub fn cursor<C: DeserializeOwned>(&self) -> Result<Option<C>, ApiError> {
+        self.cursor.as_deref().map(decode_cursor).transpose()
+    }
+}
+
+pub fn parse_limit(text: Option<&str>) -> Result<i64, ApiError> {
+    match text {
+        None => Ok(DEFAULT_LIMIT),
+        Some(t) => match t.parse::<i64>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            _ => Err(ApiError::invalid(
+                "limit",
+                format!("limit must be an integer from 1 to {MAX_LIMIT}"),
+            )),
+        },
+    }
+}
+
+pub fn encode_cursor<C: Serialize>(c: &C) -> String {
+    // Serializing our own small cursor types cannot fail.
+    let json = serde_json::to_vec(c).unwrap_or_default();
+    URL_SAFE_NO_PAD.encode(json)
+}
+
+pub fn decode_cursor<C: DeserializeOwned>(text: &str) -> Result<C, ApiError> {
+    let bad = || ApiError::invalid("cursor", "cursor is not one this server handed out");
+    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
+    serde_json::from_slice(&bytes).map_err(|_| bad())
+}
+
+/// Splits a fetched `limit + 1` rows into the page and the cursor of the next page.
+pub fn paginate<T, C: Serialize>(
+    mut rows: Vec<T>,
+    limit: i64,
+    cursor_of: impl Fn(&T) -> C,
+) -> (Vec<T>, Option<String>) {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    if rows.len() > limit {
+        rows.truncate(limit);
+        let next = rows.last().map(|r| encode_cursor(&cursor_of(r)));
+        (rows, next)
+    } else {
+        (rows, None)
+    }
+}
+
+/// Deserializes a field that may be absent (outer `None`), `null` (`Some(None)`) or a value.
+pub mod double_option {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Input {
+        version: String,
+        tags: Option<Vec<String>>,
+    }
+
+    fn field_of(body: &str) -> Option<String> {
+        match parse_json::<Input>(&Bytes::from(body.to_owned())) {
+            Err(ApiError::Invalid { field, .. }) => field,
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_the_field() {
+        assert_eq!(field_of(r#"{"tags": []}"#).as_deref(), Some("version"));
+        assert_eq!(field_of(r#"{"version": 1}"#).as_deref(), Some("version"));
+        assert_eq!(
+            field_of(r#"{"version": "1.0.0", "tags": ["a", 2]}"#).as_deref(),
+            Some("tags[1]")
+        );
+        assert_eq!(
+            field_of(r#"{"version": "1.0.0", "bogus": 1}"#).as_deref(),
+            Some("bogus")
+        );
+        assert_eq!(field_of("{").as_deref(), None);
+        assert_eq!(field_of("").as_deref(), None);
+        assert_eq!(field_of(r#"{"version": "1.0.0"} x"#).as_deref(), None);
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(parse_limit(None).unwrap(), 50);
+        assert_eq!(parse_limit(Some("500")).unwrap(), 500);
+        assert!(parse_limit(Some("501")).is_err());
+        assert!(parse_limit(Some("0")).is_err());
+        assert!(parse_limit(Some("x")).is_err());
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let c = encode_cursor(&("a", 3));
+        let back: (String, i64) = decode_cursor(&c).unwrap();
+        assert_eq!(back, ("a".to_owned(), 3));
+        assert!(decode_cursor::<(String, i64)>("!!").is_err());
+    }
+}

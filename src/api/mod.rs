@@ -1,0 +1,145 @@
+//! The REST API: one module per resource, each with its own `router()`; this module merges
+//! them, serves the OpenAPI document generated from their annotations, and answers unknown
+//! paths in the API's error shape.
+
+pub mod auth;
+pub mod events;
+pub mod extract;
+pub mod health;
+pub mod models;
+pub mod users;
+pub mod versions;
+pub mod workspaces;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorBody};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Berth",
+        description = "A self-hostable model registry with first-class webhooks. \
+            Authenticate with `Authorization: Bearer <token>`. Errors are \
+            `{\"error\": {\"code\", \"message\", \"field\"}}`. Lists take `limit` (1-500, \
+            default 50) and `cursor`, and answer `{items, nextCursor}`.",
+        license(name = "Apache-2.0")
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "users", description = "Users, tokens, and who am I"),
+        (name = "workspaces", description = "Workspaces, members and statuses"),
+        (name = "models", description = "Registered models"),
+        (name = "versions", description = "Model versions, tags, statuses and status requests"),
+        (name = "events", description = "The event outbox: every webhook trigger, in commit order"),
+        (name = "health", description = "Liveness and readiness"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The error answers an endpoint may give, all in the [`ErrorBody`] shape.
+pub struct ErrorResponses;
+
+impl utoipa::IntoResponses for ErrorResponses {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::response::Response>> {
+        [
+            (
+                "400",
+                "Malformed or invalid input; `field` names the culprit",
+            ),
+            ("401", "Missing, invalid or revoked token"),
+            ("403", "Authenticated, but not allowed"),
+            ("404", "No such resource, or not visible to the caller"),
+            ("409", "Conflicts with the current state"),
+            ("413", "Request body over 1 MiB"),
+            ("415", "Request body is not JSON"),
+            ("503", "The database is unavailable; retry later"),
+        ]
+        .into_iter()
+        .map(|(code, description)| {
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build();
+            (code.to_owned(), RefOr::T(response))
+        })
+        .collect()
+    }
+}
+
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(health::router())
+        .merge(users::router())
+        .merge(workspaces::router())
+        .merge(models::router())
+        .merge(versions::router())
+        .merge(events::router())
+}
+
+/// The OpenAPI document, generated from the handlers' annotations.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().into_openapi()
+}
+
+/// The OpenAPI document as the server serves it and as `openapi.json` commits it.
+pub fn openapi_json() -> String {
+    openapi().to_pretty_json().unwrap_or_default()
+}
+
+/// Every route, with state.
+pub fn router(state: AppState) -> Router {
+    let (router, doc) = api_router().split_for_parts();
+    let doc = Arc::new(doc.to_pretty_json().unwrap_or_default());
+    router
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        doc.as_ref().clone(),
+                    )
+                }
+            }),
+        )
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()).into_response() })
+        .with_state(state)
+}
+
+/// Formats a stored time (microseconds since the epoch) as an RFC 3339 UTC string.
+pub fn rfc3339(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}

@@ -1,0 +1,224 @@
+//! Registered models.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::{Auth, model, require_ws_admin, workspace};
+use super::extract::{ApiJson, ApiQuery, paginate, parse_limit};
+use super::{ErrorResponses, rfc3339};
+use crate::app::AppState;
+use crate::domain::{ModelName, check_text};
+use crate::error::ApiError;
+use crate::store::{Model, ModelPatch};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_model, list_models))
+        .routes(routes!(get_model, patch_model, delete_model))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelIn {
+    /// 1-100 characters: letters, digits, '.', '_' and '-', starting with a letter or digit.
+    pub name: String,
+    /// At most 5000 characters.
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPatchIn {
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+/// The newest version of a model by semver precedence.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LatestVersion {
+    pub version: String,
+    pub status: Option<String>,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelOut {
+    pub name: String,
+    pub description: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub latest_version: Option<LatestVersion>,
+}
+
+impl From<Model> for ModelOut {
+    fn from(m: Model) -> Self {
+        ModelOut {
+            name: m.name,
+            description: m.description,
+            created_at: rfc3339(m.created_at),
+            updated_at: rfc3339(m.updated_at),
+            latest_version: m.latest.map(|(version, status, tags)| LatestVersion {
+                version,
+                status,
+                tags,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelList {
+    pub items: Vec<ModelOut>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ModelQuery {
+    /// How many items to return: 1 to 500, default 50.
+    pub limit: Option<String>,
+    /// The `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only models whose name contains this text (case-insensitive).
+    pub name: Option<String>,
+}
+
+fn check_description(text: &str) -> Result<(), ApiError> {
+    check_text("description", text, 5000).map_err(ApiError::from)
+}
+
+/// Register a model (any member).
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/models", tag = "models",
+    params(("ws" = String, Path, description = "Workspace name")),
+    request_body = ModelIn,
+    responses((status = 201, body = ModelOut), ErrorResponses))]
+async fn create_model(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(ws): Path<String>,
+    ApiJson(input): ApiJson<ModelIn>,
+) -> Result<(StatusCode, Json<ModelOut>), ApiError> {
+    let ws = workspace(&state, &caller, &ws).await?;
+    let name = ModelName::parse(&input.name)?;
+    let description = input.description.unwrap_or_default();
+    check_description(&description)?;
+    let m = state
+        .store
+        .create_model(ws.id, name.as_str(), &description)
+        .await
+        .map_err(|e| ApiError::unique(e, "name", "a model with this name already exists"))?;
+    Ok((StatusCode::CREATED, Json(m.into())))
+}
+
+/// The workspace's models, by name.
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/models", tag = "models",
+    params(("ws" = String, Path, description = "Workspace name"), ModelQuery),
+    responses((status = 200, body = ModelList), ErrorResponses))]
+async fn list_models(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(ws): Path<String>,
+    ApiQuery(q): ApiQuery<ModelQuery>,
+) -> Result<Json<ModelList>, ApiError> {
+    let ws = workspace(&state, &caller, &ws).await?;
+    let limit = parse_limit(q.limit.as_deref())?;
+    let after: Option<String> = q
+        .cursor
+        .as_deref()
+        .map(super::extract::decode_cursor)
+        .transpose()?;
+    if let Some(n) = &q.name {
+        check_text("name", n, 100)?;
+    }
+    let rows = state
+        .store
+        .list_models(ws.id, after.as_deref(), q.name.as_deref(), limit + 1)
+        .await?;
+    let (rows, next_cursor) = paginate(rows, limit, |m| m.name.clone());
+    Ok(Json(ModelList {
+        items: rows.into_iter().map(ModelOut::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// One model.
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/models/{model}", tag = "models",
+    params(("ws" = String, Path, description = "Workspace name"),
+           ("model" = String, Path, description = "Model name")),
+    responses((status = 200, body = ModelOut), ErrorResponses))]
+async fn get_model(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((ws, name)): Path<(String, String)>,
+) -> Result<Json<ModelOut>, ApiError> {
+    let ws = workspace(&state, &caller, &ws).await?;
+    let (_, m) = model(&state, &ws, &name).await?;
+    Ok(Json(m.into()))
+}
+
+/// Rename a model or change its description (any member).
+#[utoipa::path(patch, path = "/api/v1/workspaces/{ws}/models/{model}", tag = "models",
+    params(("ws" = String, Path, description = "Workspace name"),
+           ("model" = String, Path, description = "Model name")),
+    request_body = ModelPatchIn,
+    responses((status = 200, body = ModelOut), ErrorResponses))]
+async fn patch_model(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((ws, name)): Path<(String, String)>,
+    ApiJson(input): ApiJson<ModelPatchIn>,
+) -> Result<Json<ModelOut>, ApiError> {
+    let ws = workspace(&state, &caller, &ws).await?;
+    let (mref, _) = model(&state, &ws, &name).await?;
+    let new_name = input
+        .name
+        .as_deref()
+        .map(ModelName::parse)
+        .transpose()?
+        .map(|n| n.as_str().to_owned());
+    if let Some(d) = &input.description {
+        check_description(d)?;
+    }
+    let m = state
+        .store
+        .update_model(
+            &mref,
+            &ModelPatch {
+                name: new_name,
+                description: input.description,
+            },
+        )
+        .await
+        .map_err(|e| ApiError::unique(e, "name", "a model with this name already exists"))?;
+    Ok(Json(m.into()))
+}
+
+/// Delete a model (workspace admins). 409 while it has versions.
+#[utoipa::path(delete, path = "/api/v1/workspaces/{ws}/models/{model}", tag = "models",
+    params(("ws" = String, Path, description = "Workspace name"),
+           ("model" = String, Path, description = "Model name")),
+    responses((status = 204, description = "Deleted"), ErrorResponses))]
+async fn delete_model(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((ws, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let ws = workspace(&state, &caller, &ws).await?;
+    let (mref, _) = model(&state, &ws, &name).await?;
+    require_ws_admin(&ws, "delete models")?;
+    if state.store.delete_model(&mref).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::conflict(
+            "model",
+            "the model still has versions; delete them first",
+        ))
+    }
+}

@@ -1,0 +1,43 @@
+//! The `berth` binary: parses the command line, sets up logging, and hands over to the library.
+
+use std::io::IsTerminal;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use berth::cli::{Cli, Command};
+use berth::config::Settings;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(over) => match Settings::resolve(&over) {
+            Ok(settings) => berth::app::serve(settings).await,
+            Err(e) => Err(e),
+        },
+        Command::Openapi => {
+            println!("{}", berth::api::openapi_json());
+            Ok(())
+        }
+        Command::Migrate(over) => match Settings::resolve(&over) {
+            Ok(settings) => berth::app::migrate_only(&settings).await,
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("berth: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

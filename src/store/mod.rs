@@ -1,0 +1,180 @@
+//! Persistence: one `Store` over SQLite or PostgreSQL.
+//!
+//! Both databases run the same SQL text (runtime `sqlx` queries through the `Any` driver, with
+//! `$N` placeholders, which SQLite accepts too); the few places where the dialects differ
+//! (row locks, commit-order visibility of events) branch on [`Backend`] in the function that
+//! needs it. Each database has its own embedded migrations under `migrations/<backend>/`, with
+//! the same numbers. The conformance suite (`tests/it`) runs every test against both.
+//!
+//! Every change that is a webhook trigger writes its event row in the same transaction as the
+//! change (see [`events::insert_event`]).
+
+/// A `SELECT` that locks the rows it reads: `FOR UPDATE` on PostgreSQL; on SQLite the text as
+/// is, since its write transactions are already exclusive.
+macro_rules! locked {
+    ($sql:literal) => {
+        ($sql, concat!($sql, " FOR UPDATE"))
+    };
+}
+
+mod events;
+mod models;
+mod users;
+mod versions;
+mod workspaces;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+pub use events::{EventCursor, EventRecord};
+pub use models::{Model, ModelPatch};
+pub use users::{Caller, TokenInfo, User};
+pub use versions::{
+    Decision, NewVersion, StatusRequest, StatusRequestCursor, Version, VersionCursor,
+};
+pub use workspaces::{LastAdmin, Member, StatusDef, Workspace, WorkspaceAccess};
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The database, with a pool for reads and one for writes.
+///
+/// On SQLite the write pool has a single connection: SQLite allows one writer at a time, and
+/// queueing writers in the pool is cheaper and fairer than letting them collide on the file
+/// lock. On PostgreSQL both pools are the same pool.
+#[derive(Clone)]
+pub struct Store {
+    read: AnyPool,
+    write: AnyPool,
+    backend: Backend,
+}
+
+/// A model and the workspace it lives in: what an event payload needs to name them.
+#[derive(Debug, Clone)]
+pub struct ModelRef {
+    pub workspace_id: i64,
+    pub workspace_name: String,
+    pub model_id: i64,
+    pub model_name: String,
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite file `berth.db` under `data_dir`.
+    pub async fn open_sqlite(data_dir: &Path) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        let file = data_dir.join("berth.db");
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let options = AnyConnectOptions::from_str(&url)
+            .with_context(|| format!("invalid SQLite path {}", file.display()))?;
+        let pragmas = || {
+            AnyPoolOptions::new()
+                .acquire_timeout(Duration::from_secs(10))
+                .after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        // WAL with synchronous=FULL: a commit that returned is on disk.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        Ok(())
+                    })
+                })
+        };
+        let write = pragmas()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("cannot open SQLite database {}", file.display()))?;
+        let read = pragmas()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("cannot open SQLite database {}", file.display()))?;
+        Ok(Store {
+            read,
+            write,
+            backend: Backend::Sqlite,
+        })
+    }
+
+    /// Connects to PostgreSQL at `url`.
+    pub async fn open_postgres(url: &str, max_connections: u32) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        let options = AnyConnectOptions::from_str(url).context("invalid database URL")?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .context("cannot connect to PostgreSQL")?;
+        Ok(Store {
+            read: pool.clone(),
+            write: pool,
+            backend: Backend::Postgres,
+        })
+    }
+
+    /// Applies the embedded migrations of this backend.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("migrations/postgres"),
+        };
+        migrator
+            .run(&self.write)
+            .await
+            .context("applying database migrations")?;
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// True when the database answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
+    }
+
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+
+    /// Starts a write transaction. On SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`), so a transaction that reads before it writes never fails to upgrade.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.write.begin().await,
+        }
+    }
+
+    /// Picks the SQLite or the PostgreSQL text of a query written with [`locked!`].
+    fn pick(&self, (sqlite, postgres): (&'static str, &'static str)) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => sqlite,
+            Backend::Postgres => postgres,
+        }
+    }
+}
+
+/// The current time in microseconds since the Unix epoch.
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// True when `err` is a unique-constraint violation.
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
+}

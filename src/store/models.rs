@@ -1,0 +1,179 @@
+//! Registered models.
+
+use sqlx::Row;
+
+use super::{ModelRef, Store, now_micros};
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// The newest version by semver precedence: its number, status and tags.
+    pub latest: Option<(String, Option<String>, Vec<String>)>,
+}
+
+/// A partial update of a model.
+#[derive(Debug, Clone, Default)]
+pub struct ModelPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+macro_rules! model_select {
+    ($rest:literal) => {
+        concat!(
+            "SELECT m.id, m.name, m.description, m.created_at, m.updated_at, \
+    (SELECT v.version FROM model_versions v WHERE v.model_id = m.id \
+     ORDER BY v.sort_key DESC, v.id DESC LIMIT 1) AS latest_version, \
+    (SELECT v.status FROM model_versions v WHERE v.model_id = m.id \
+     ORDER BY v.sort_key DESC, v.id DESC LIMIT 1) AS latest_status, \
+    (SELECT v.tags FROM model_versions v WHERE v.model_id = m.id \
+     ORDER BY v.sort_key DESC, v.id DESC LIMIT 1) AS latest_tags FROM models m ",
+            $rest
+        )
+    };
+}
+
+fn model_from_row(row: &sqlx::any::AnyRow) -> Result<Model, sqlx::Error> {
+    let latest_version: Option<String> = row.try_get("latest_version")?;
+    let latest = match latest_version {
+        Some(v) => {
+            let tags: String = row.try_get("latest_tags")?;
+            let tags: Vec<String> =
+                serde_json::from_str(&tags).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            Some((v, row.try_get("latest_status")?, tags))
+        }
+        None => None,
+    };
+    Ok(Model {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        latest,
+    })
+}
+
+impl Store {
+    pub async fn create_model(
+        &self,
+        workspace_id: i64,
+        name: &str,
+        description: &str,
+    ) -> Result<Model, sqlx::Error> {
+        let now = now_micros();
+        let id: i64 = sqlx::query(
+            "INSERT INTO models (workspace_id, name, description, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $4) RETURNING id",
+        )
+        .bind(workspace_id)
+        .bind(name)
+        .bind(description)
+        .bind(now)
+        .fetch_one(&self.write)
+        .await?
+        .try_get("id")?;
+        Ok(Model {
+            id,
+            name: name.to_owned(),
+            description: description.to_owned(),
+            created_at: now,
+            updated_at: now,
+            latest: None,
+        })
+    }
+
+    /// Models by name, after `after` (a name), at most `limit`.
+    pub async fn list_models(
+        &self,
+        workspace_id: i64,
+        after: Option<&str>,
+        name_contains: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Model>, sqlx::Error> {
+        let pattern = name_contains.map(|s| {
+            let escaped = s
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{}%", escaped.to_lowercase())
+        });
+        let rows = sqlx::query(model_select!(
+            "WHERE m.workspace_id = $1 AND ($2 IS NULL OR m.name > $2) \
+             AND ($3 IS NULL OR LOWER(m.name) LIKE $3 ESCAPE '\\') \
+             ORDER BY m.name LIMIT $4"
+        ))
+        .bind(workspace_id)
+        .bind(after)
+        .bind(pattern)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(model_from_row).collect()
+    }
+
+    pub async fn get_model(
+        &self,
+        workspace_id: i64,
+        name: &str,
+    ) -> Result<Option<Model>, sqlx::Error> {
+        let row = sqlx::query(model_select!("WHERE m.workspace_id = $1 AND m.name = $2"))
+            .bind(workspace_id)
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(model_from_row).transpose()
+    }
+
+    /// Renames a model and/or changes its description. A taken name is a unique violation.
+    pub async fn update_model(
+        &self,
+        model: &ModelRef,
+        patch: &ModelPatch,
+    ) -> Result<Model, sqlx::Error> {
+        sqlx::query(
+            "UPDATE models SET name = COALESCE($2, name), \
+             description = COALESCE($3, description), updated_at = $4 WHERE id = $1",
+        )
+        .bind(model.model_id)
+        .bind(patch.name.as_deref())
+        .bind(patch.description.as_deref())
+        .bind(now_micros())
+        .execute(&self.write)
+        .await?;
+        let row = sqlx::query(model_select!("WHERE m.id = $1"))
+            .bind(model.model_id)
+            .fetch_one(&self.read)
+            .await?;
+        model_from_row(&row)
+    }
+
+    /// Deletes a model that has no versions. `Ok(false)` when it still has some.
+    pub async fn delete_model(&self, model: &ModelRef) -> Result<bool, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        // Lock the model row: a concurrent version insert (which checks the foreign key)
+        // then waits for this transaction instead of slipping in between.
+        sqlx::query(self.pick(locked!("SELECT id FROM models WHERE id = $1")))
+            .bind(model.model_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM model_versions WHERE model_id = $1")
+            .bind(model.model_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        if n > 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM models WHERE id = $1")
+            .bind(model.model_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,346 @@
+//! The test harness: a real Berth server on `127.0.0.1:0` over a fresh SQLite file or a fresh
+//! PostgreSQL database, and a small JSON client.
+//!
+//! `conformance!(name)` runs `async fn name(backend: Backend)` against both databases.
+//! PostgreSQL comes from `BERTH_TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); each app creates its own database and drops
+//! it afterwards. An unreachable PostgreSQL fails the test: it is never skipped.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+use berth::config::{Database, Secret, Settings};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs `async fn $name(Backend)` as two tests: `$name::sqlite` and `$name::postgres`.
+#[macro_export]
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::helpers::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+pub const ADMIN_TOKEN: &str = "berth_test_admin_token_0123456789";
+
+pub fn pg_base_url() -> String {
+    std::env::var("BERTH_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh, empty PostgreSQL database, dropped when this value is.
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> PgDatabase {
+        let base = pg_base_url();
+        let name = format!("berth_test_{}", uuid::Uuid::now_v7().simple());
+        let mut conn = sqlx::PgConnection::connect(&base)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {base} is unreachable: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let _ = conn.close().await;
+        let (prefix, _) = base.rsplit_once('/').expect("database URL has a path");
+        PgDatabase {
+            url: format!("{prefix}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let base = pg_base_url();
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&base).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A running Berth, stopped when dropped.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub backend: Backend,
+    pub client: reqwest::Client,
+    pub data_dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    store: berth::store::Store,
+    // Declared last: dropped after the server is asked to stop.
+    pg: Option<PgDatabase>,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = Settings::for_data_dir(data_dir.path());
+        settings.admin_token = Some(Secret::new(ADMIN_TOKEN.into()));
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let db = PgDatabase::create().await;
+                settings.database = Database::Postgres(db.url.clone());
+                Some(db)
+            }
+        };
+        let (state, listener, addr) = berth::app::prepare(settings).await.expect("prepare");
+        let store = state.store.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let _ = berth::app::run(state, listener, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        TestApp {
+            addr,
+            base: format!("http://{addr}"),
+            backend,
+            client: reqwest::Client::new(),
+            data_dir,
+            shutdown: Some(tx),
+            server: Some(server),
+            store,
+            pg,
+        }
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.server.take() {
+            let _ = h.await;
+        }
+        self.store.close().await;
+    }
+
+    /// Sends a request; `body` is sent as JSON when given. Answers the status and the JSON
+    /// body (`Value::Null` when empty).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let bytes = resp.bytes().await.expect("body");
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!(
+                    "{path}: response is not JSON: {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        (status, value)
+    }
+
+    /// Sends raw bytes with a content type.
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let resp = req.body(body).send().await.expect("request");
+        let status = resp.status();
+        let bytes = resp.bytes().await.expect("body");
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn post_empty(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(token), None).await
+    }
+
+    pub async fn put(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(token), Some(body)).await
+    }
+
+    pub async fn patch(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Creates a user and a token for them; answers the token.
+    pub async fn user(&self, username: &str) -> String {
+        let (s, b) = self
+            .post(
+                ADMIN_TOKEN,
+                "/api/v1/users",
+                json!({ "username": username }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "create user {username}: {b}");
+        let (s, b) = self
+            .post_empty(ADMIN_TOKEN, &format!("/api/v1/users/{username}/tokens"))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "create token for {username}: {b}");
+        b["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Creates a workspace (as the server admin).
+    pub async fn workspace(&self, name: &str) {
+        let (s, b) = self
+            .post(ADMIN_TOKEN, "/api/v1/workspaces", json!({ "name": name }))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "create workspace {name}: {b}");
+    }
+
+    /// Makes `username` a member of `ws` with `role` (as the server admin).
+    pub async fn add_member(&self, ws: &str, username: &str, role: &str) {
+        let (s, b) = self
+            .put(
+                ADMIN_TOKEN,
+                &format!("/api/v1/workspaces/{ws}/members/{username}"),
+                json!({ "role": role }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "add member {username}: {b}");
+    }
+
+    /// Creates a model in `ws` (as the server admin).
+    pub async fn model(&self, ws: &str, name: &str) {
+        let (s, b) = self
+            .post(
+                ADMIN_TOKEN,
+                &format!("/api/v1/workspaces/{ws}/models"),
+                json!({ "name": name }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "create model {name}: {b}");
+    }
+
+    /// Creates a version (as the server admin) from a JSON body.
+    pub async fn version(&self, ws: &str, model: &str, body: Value) -> Value {
+        let (s, b) = self
+            .post(
+                ADMIN_TOKEN,
+                &format!("/api/v1/workspaces/{ws}/models/{model}/versions"),
+                body,
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "create version: {b}");
+        b
+    }
+
+    /// Every event of a workspace, reading page after page.
+    pub async fn all_events(&self, token: &str, ws: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let path = match &after {
+                Some(c) => format!("/api/v1/workspaces/{ws}/events?limit=2&after={c}"),
+                None => format!("/api/v1/workspaces/{ws}/events?limit=2"),
+            };
+            let (s, b) = self.get(token, &path).await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+            let items = b["items"].as_array().expect("items").clone();
+            if items.is_empty() {
+                break;
+            }
+            out.extend(items);
+            after = b["nextCursor"].as_str().map(str::to_owned);
+        }
+        out
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.server.take() {
+            h.abort();
+        }
+    }
+}
+
+/// Asserts an error answer: status, `error.code`, and (when given) `error.field`.
+#[track_caller]
+pub fn assert_error(got: &(StatusCode, Value), status: u16, field: Option<&str>) {
+    let (s, b) = got;
+    assert_eq!(s.as_u16(), status, "body: {b}");
+    let err = &b["error"];
+    assert!(err["code"].is_string(), "error.code missing: {b}");
+    assert!(err["message"].is_string(), "error.message missing: {b}");
+    if let Some(f) = field {
+        assert_eq!(err["field"].as_str(), Some(f), "error.field: {b}");
+    }
+}

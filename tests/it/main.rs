@@ -1,0 +1,8 @@
+//! Berth's one integration-test binary. Every test starts a real server on `127.0.0.1:0`;
+//! `conformance!` tests run against SQLite and PostgreSQL alike.
+
+mod helpers;
+
+mod cli;
+mod openapi;
+mod smoke;
