@@ -3,6 +3,8 @@
 
 mod helpers;
 
+mod access;
 mod cli;
 mod openapi;
+mod registry;
 mod smoke;

@@ -1,0 +1,1 @@
+//! Auth, users, tokens, workspaces, members and role rules.

@@ -1,0 +1,1 @@
+//! Models, versions, tags, statuses, status requests and events.
