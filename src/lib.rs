@@ -7,6 +7,13 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod domain;
 pub mod error;
 pub mod store;
+
+/// Selects the TLS crypto provider (ring, shared with sqlx) for every HTTP client in the
+/// process. Idempotent; called at start-up and by tests before building a client.
+pub fn init_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -17,6 +17,7 @@ async fn main() -> std::process::ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+    berth::init_crypto();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(over) => match Settings::resolve(&over) {

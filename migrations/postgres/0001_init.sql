@@ -74,17 +74,15 @@ CREATE TABLE status_requests (
 CREATE INDEX status_requests_version ON status_requests(version_id, id);
 CREATE INDEX status_requests_workspace ON status_requests(workspace_id, state, id);
 
--- The outbox. Identity values are not commit order under concurrent writers, so each event
--- records its transaction id; readers only return events whose transaction is older than every
--- transaction still running (see store/events.rs), ordered by (tx_order, seq).
+-- The outbox, read in commit order by `seq` (see store/events.rs for how PostgreSQL keeps
+-- `seq` in commit order).
 CREATE TABLE events (
     seq           BIGINT  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     id            TEXT    NOT NULL UNIQUE,
     workspace_id  BIGINT  NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
     model_id      BIGINT  NOT NULL,
-    tx_order      BIGINT  NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
     event_trigger TEXT    NOT NULL,
     payload       TEXT    NOT NULL,
     occurred_at   BIGINT  NOT NULL
 );
-CREATE INDEX events_workspace ON events(workspace_id, tx_order, seq);
+CREATE INDEX events_workspace ON events(workspace_id, seq);

@@ -74,16 +74,15 @@ CREATE TABLE status_requests (
 CREATE INDEX status_requests_version ON status_requests(version_id, id);
 CREATE INDEX status_requests_workspace ON status_requests(workspace_id, state, id);
 
--- The outbox. `seq` is commit order on SQLite (one writer); `tx_order` exists for PostgreSQL
--- and is always 0 here.
+-- The outbox, read in commit order by `seq` (see store/events.rs for how PostgreSQL keeps
+-- `seq` in commit order).
 CREATE TABLE events (
     seq           INTEGER PRIMARY KEY AUTOINCREMENT,
     id            TEXT    NOT NULL UNIQUE,
     workspace_id  BIGINT  NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
     model_id      BIGINT  NOT NULL,
-    tx_order      BIGINT  NOT NULL DEFAULT 0,
     event_trigger TEXT    NOT NULL,
     payload       TEXT    NOT NULL,
     occurred_at   BIGINT  NOT NULL
 );
-CREATE INDEX events_workspace ON events(workspace_id, tx_order, seq);
+CREATE INDEX events_workspace ON events(workspace_id, seq);

@@ -48,7 +48,6 @@ pub struct EventQuery {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct CursorJson {
-    t: i64,
     s: i64,
 }
 
@@ -70,18 +69,12 @@ async fn list_events(
             let c: CursorJson = decode_cursor(text).map_err(|_| {
                 ApiError::invalid("after", "after is not a cursor this server handed out")
             })?;
-            Some(EventCursor {
-                tx_order: c.t,
-                seq: c.s,
-            })
+            Some(EventCursor { seq: c.s })
         }
     };
     let rows = state.store.list_events(ws.id, after, limit).await?;
     let next_cursor = match rows.last() {
-        Some(last) => Some(encode_cursor(&CursorJson {
-            t: last.tx_order,
-            s: last.seq,
-        })),
+        Some(last) => Some(encode_cursor(&CursorJson { s: last.seq })),
         None => q.after.clone(),
     };
     Ok(Json(EventList {

@@ -6,10 +6,15 @@
 mod event;
 mod names;
 mod version;
+mod webhook;
 
 pub use event::{EventPayload, EventTrigger};
 pub use names::{ModelName, Role, StatusName, Tag, Username, WorkspaceName};
 pub use version::VersionNumber;
+pub use webhook::{
+    MAX_HEADERS, MAX_URL_LEN, WebhookUrl, parse_headers, parse_secret, parse_triggers,
+    parse_webhook_name,
+};
 
 /// A validation failure: which field, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]

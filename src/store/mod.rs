@@ -21,21 +21,27 @@ mod events;
 mod models;
 mod users;
 mod versions;
+mod webhooks;
 mod workspaces;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
+use tokio::sync::Notify;
 
 pub use events::{EventCursor, EventRecord};
 pub use models::{Model, ModelPatch};
 pub use users::{Caller, TokenInfo, User};
 pub use versions::{
     Decision, NewVersion, StatusRequest, StatusRequestCursor, Version, VersionCursor,
+};
+pub use webhooks::{
+    AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryRecord, QueueStats, WebhookRecord,
 };
 pub use workspaces::{LastAdmin, Member, StatusDef, Workspace, WorkspaceAccess};
 
@@ -56,6 +62,7 @@ pub struct Store {
     read: AnyPool,
     write: AnyPool,
     backend: Backend,
+    wake: Arc<Notify>,
 }
 
 /// A model and the workspace it lives in: what an event payload needs to name them.
@@ -103,6 +110,7 @@ impl Store {
             read,
             write,
             backend: Backend::Sqlite,
+            wake: Arc::new(Notify::new()),
         })
     }
 
@@ -120,6 +128,7 @@ impl Store {
             read: pool.clone(),
             write: pool,
             backend: Backend::Postgres,
+            wake: Arc::new(Notify::new()),
         })
     }
 
@@ -134,6 +143,17 @@ impl Store {
             .await
             .context("applying database migrations")?;
         Ok(())
+    }
+
+    /// Wakes this process's delivery worker: called after a commit that may have written
+    /// deliveries. (Other nodes hear of it through PostgreSQL `NOTIFY`.)
+    pub fn wake_worker(&self) {
+        self.wake.notify_one();
+    }
+
+    /// What the delivery worker waits on.
+    pub fn wake_signal(&self) -> Arc<Notify> {
+        self.wake.clone()
     }
 
     pub fn backend(&self) -> Backend {

@@ -170,6 +170,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.wake_worker();
         Ok(version)
     }
 
@@ -253,6 +254,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.wake_worker();
         Ok(Some(v))
     }
 
@@ -312,6 +314,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.wake_worker();
         Ok(Some(v))
     }
 
@@ -329,6 +332,7 @@ impl Store {
         };
         let v = self.apply_status(&mut tx, model, v, status).await?;
         tx.commit().await?;
+        self.wake_worker();
         Ok(Some(v))
     }
 
@@ -400,6 +404,7 @@ impl Store {
         p.status = Some(status.to_owned());
         self.insert_event(&mut tx, model, &p).await?;
         tx.commit().await?;
+        self.wake_worker();
         Ok(Some(StatusRequest {
             id,
             model_name: model.model_name.clone(),
@@ -531,6 +536,7 @@ impl Store {
         let row = sqlx::query(sql).bind(id).fetch_one(&mut *tx).await?;
         let request = request_from_row(&row)?;
         tx.commit().await?;
+        self.wake_worker();
         Ok(Decision::Done(request))
     }
 }

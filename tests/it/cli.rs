@@ -13,6 +13,7 @@ fn start(
     envs: &[(&str, &str)],
     expect_token: bool,
 ) -> (std::process::Child, String, String) {
+    berth::init_crypto();
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_remove("BERTH_ADMIN_TOKEN")

@@ -113,6 +113,7 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
+        berth::init_crypto();
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut settings = Settings::for_data_dir(data_dir.path());
         settings.admin_token = Some(Secret::new(ADMIN_TOKEN.into()));

@@ -1,0 +1,10 @@
+//! The webhook delivery engine: encryption of secrets at rest, Standard Webhooks signing, the
+//! retry schedule, the SSRF guard, building and sending requests, metrics, and the worker.
+
+pub mod crypto;
+pub mod http;
+pub mod metrics;
+pub mod schedule;
+pub mod signing;
+pub mod ssrf;
+pub mod worker;

@@ -1,0 +1,324 @@
+//! The delivery worker: claims due deliveries with a lease, sends them with bounded
+//! concurrency (overall and per webhook), records every attempt, and reschedules failures.
+//!
+//! It never loses a delivery: the rows were written in the event's transaction, a claim is only
+//! a lease (`locked_until`), and the attempt and the new state are recorded together. If the
+//! process dies mid-attempt the lease runs out and another claim sends it again, with the same
+//! `webhook-id`: delivery is at least once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+
+use super::crypto::SecretBox;
+use super::http::{self, Sender, Target};
+use super::metrics::Metrics;
+use super::schedule::RetrySchedule;
+use crate::domain::EventPayload;
+use crate::store::{
+    AttemptRecord, AttemptResult, ClaimedDelivery, Store, WebhookRecord, now_micros,
+};
+
+/// How the worker behaves.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// This node's name in leases and attempt rows.
+    pub node: String,
+    /// Most attempts in flight at once.
+    pub max_in_flight: usize,
+    /// Most attempts in flight for one webhook.
+    pub per_webhook_in_flight: usize,
+    /// Longest wait between two looks at the queue when nothing wakes the worker.
+    pub poll_interval: Duration,
+    /// How long a claim holds a delivery (longer than the send timeout).
+    pub lease: Duration,
+    pub schedule: RetrySchedule,
+}
+
+/// The worker, shareable between the loop and tests.
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    sender: Sender,
+    secrets: SecretBox,
+    config: WorkerConfig,
+    slots: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+impl Worker {
+    pub fn new(
+        store: Store,
+        sender: Sender,
+        secrets: SecretBox,
+        config: WorkerConfig,
+        metrics: Arc<Metrics>,
+    ) -> Worker {
+        let slots = Arc::new(Semaphore::new(config.max_in_flight));
+        Worker {
+            inner: Arc::new(Inner {
+                store,
+                sender,
+                secrets,
+                config,
+                slots,
+                metrics,
+            }),
+        }
+    }
+
+    /// Runs until `stop` turns true, then waits for attempts in flight (up to `grace`) and
+    /// releases this node's leases.
+    pub async fn run(self, mut stop: watch::Receiver<bool>, grace: Duration) {
+        let wake = self.inner.store.wake_signal();
+        tracing::info!(node = %self.inner.config.node, "delivery worker started");
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let claimed = match self.claim_and_spawn().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming deliveries failed; backing off");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        _ = stop.changed() => {}
+                    }
+                    continue;
+                }
+            };
+            if claimed > 0 && self.inner.slots.available_permits() > 0 {
+                continue;
+            }
+            let wait = self.idle_wait().await;
+            tokio::select! {
+                () = wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        // Let attempts in flight finish, within the grace period.
+        let all = u32::try_from(self.inner.config.max_in_flight).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(grace, self.inner.slots.acquire_many(all)).await;
+        match self
+            .inner
+            .store
+            .release_leases(&self.inner.config.node)
+            .await
+        {
+            Ok(n) if n > 0 => tracing::info!(released = n, "released delivery leases"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "releasing leases failed"),
+        }
+        tracing::info!("delivery worker stopped");
+    }
+
+    /// How long to sleep when there is nothing to claim: until the next delivery is due, at
+    /// most the poll interval.
+    async fn idle_wait(&self) -> Duration {
+        let poll = self.inner.config.poll_interval;
+        if self.inner.slots.available_permits() == 0 {
+            return poll;
+        }
+        match self.inner.store.next_due_at().await {
+            Ok(Some(at)) => {
+                let delta = at - now_micros();
+                let d = Duration::from_micros(u64::try_from(delta.max(1000)).unwrap_or(1000));
+                d.min(poll)
+            }
+            _ => poll,
+        }
+    }
+
+    /// Claims as many due deliveries as there are free slots and starts sending them.
+    async fn claim_and_spawn(&self) -> anyhow::Result<usize> {
+        let free = self.inner.slots.available_permits();
+        if free == 0 {
+            return Ok(0);
+        }
+        let claimed = self.claim(free).await?;
+        let n = claimed.len();
+        for d in claimed {
+            let permit = self.inner.slots.clone().acquire_owned().await?;
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.attempt(d).await;
+                drop(permit);
+                this.inner.store.wake_worker();
+            });
+        }
+        Ok(n)
+    }
+
+    async fn claim(&self, limit: usize) -> anyhow::Result<Vec<ClaimedDelivery>> {
+        let now = now_micros();
+        let lease = i64::try_from(self.inner.config.lease.as_micros()).unwrap_or(i64::MAX);
+        Ok(self
+            .inner
+            .store
+            .claim_deliveries(
+                &self.inner.config.node,
+                now,
+                now.saturating_add(lease),
+                i64::try_from(limit).unwrap_or(i64::MAX),
+                i64::try_from(self.inner.config.per_webhook_in_flight).unwrap_or(i64::MAX),
+            )
+            .await?)
+    }
+
+    /// Claims and sends everything due now, waiting for each attempt: for tests and tools
+    /// that want to drain the queue deterministically. Answers how many attempts were made.
+    pub async fn run_once(&self) -> anyhow::Result<usize> {
+        let mut total = 0;
+        loop {
+            let claimed = self.claim(self.inner.config.max_in_flight).await?;
+            if claimed.is_empty() {
+                return Ok(total);
+            }
+            total += claimed.len();
+            let mut handles = Vec::new();
+            for d in claimed {
+                let this = self.clone();
+                handles.push(tokio::spawn(async move { this.attempt(d).await }));
+            }
+            for h in handles {
+                let _ = h.await;
+            }
+        }
+    }
+
+    /// Sends one claimed delivery and records the outcome.
+    async fn attempt(&self, d: ClaimedDelivery) {
+        let config = &self.inner.config;
+        let attempt_no = d.attempt_count + 1;
+        let payload: EventPayload = match serde_json::from_str(&d.payload) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(delivery = %d.id, error = %e, "stored payload is unreadable");
+                return;
+            }
+        };
+        let target = match target_of(&self.inner.secrets, &d.webhook) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(delivery = %d.id, webhook = %d.webhook.id, error = %e,
+                    "cannot decrypt the webhook's secrets; is BERTH_SECRET_KEY right?");
+                return;
+            }
+        };
+        let timestamp = now_micros().div_euclid(1_000_000);
+        let req = http::build(&target, &d.id, &payload, attempt_no, timestamp);
+        let outcome = self.inner.sender.send(&req, target.github_actions).await;
+        self.inner.metrics.observe(&outcome);
+
+        let gone = outcome.status_code == Some(410);
+        let (state, next_attempt_at) = if outcome.succeeded() {
+            ("succeeded", None)
+        } else if gone {
+            ("failed", None)
+        } else {
+            let retries_done = usize::try_from(attempt_no - d.schedule_offset - 1).unwrap_or(0);
+            match config.schedule.next_wait(retries_done, outcome.retry_after) {
+                Some(wait) => {
+                    let micros = i64::try_from(wait.as_micros()).unwrap_or(i64::MAX);
+                    ("pending", Some(now_micros().saturating_add(micros)))
+                }
+                None => ("failed", None),
+            }
+        };
+        if let Some(class) = outcome.error_class {
+            tracing::warn!(
+                delivery = %d.id,
+                webhook = %d.webhook.id,
+                attempt = attempt_no,
+                class = class.as_str(),
+                status = outcome.status_code,
+                error = outcome.error.as_deref().unwrap_or(""),
+                next = state,
+                "webhook attempt failed"
+            );
+        } else {
+            tracing::debug!(delivery = %d.id, attempt = attempt_no, "webhook delivered");
+        }
+        let result = AttemptResult {
+            attempt: AttemptRecord {
+                attempt: attempt_no,
+                started_at: outcome.started_at,
+                duration_ms: outcome.duration_ms,
+                status_code: outcome.status_code.map(i64::from),
+                error_class: outcome.error_class.map(|c| c.as_str().to_owned()),
+                error: outcome.error.clone(),
+                request_url: req.url.to_string(),
+                request_headers: serde_json::to_string(&http::masked(&req.headers))
+                    .unwrap_or_default(),
+                response_headers: Some(
+                    serde_json::to_string(&outcome.response_headers).unwrap_or_default(),
+                ),
+                response_body: Some(outcome.response_body.clone()),
+                node: config.node.clone(),
+            },
+            state,
+            next_attempt_at,
+            disable_webhook: gone.then(|| {
+                "the receiver answered 410 Gone: it asked not to receive this webhook anymore"
+                    .to_owned()
+            }),
+        };
+        // Record; if the database is briefly away, keep trying for a while rather than send
+        // again: the lease keeps others off meanwhile.
+        let mut delay = Duration::from_millis(100);
+        for _ in 0..8 {
+            match self
+                .inner
+                .store
+                .record_attempt(&d.id, &d.webhook.id, &result)
+                .await
+            {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(delivery = %d.id, error = %e, "recording the attempt failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        tracing::error!(delivery = %d.id, "could not record the attempt; the delivery will be retried when its lease ends");
+    }
+}
+
+/// The sending side of a stored webhook: decrypts its secret and signing keys.
+pub fn target_of(secrets: &SecretBox, w: &WebhookRecord) -> anyhow::Result<Target> {
+    let secret = w
+        .secret_enc
+        .as_deref()
+        .map(|s| secrets.open(&secret_context(&w.id), s))
+        .transpose()?;
+    let mut signing_secrets = vec![secrets.open(&signing_context(&w.id), &w.signing_key_enc)?];
+    if let (Some(old), Some(until)) = (&w.old_signing_key_enc, w.old_signing_expires_at)
+        && until > now_micros()
+    {
+        signing_secrets.push(secrets.open(&signing_context(&w.id), old)?);
+    }
+    Ok(Target {
+        url: url::Url::parse(&w.url)?,
+        secret,
+        headers: w.headers.clone(),
+        github_actions: w.github_actions,
+        signing_secrets,
+    })
+}
+
+/// The associated data under which a webhook's `Authorization` secret is sealed.
+pub fn secret_context(webhook_id: &str) -> String {
+    format!("webhook:{webhook_id}:secret")
+}
+
+/// The associated data under which a webhook's signing keys are sealed.
+pub fn signing_context(webhook_id: &str) -> String {
+    format!("webhook:{webhook_id}:signing")
+}

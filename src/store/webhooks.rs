@@ -1,0 +1,627 @@
+//! Webhooks and their deliveries: configuration rows (secrets already sealed by the caller),
+//! the fan-out of an event into delivery rows, the worker's leased claims, attempts, and the
+//! delivery log.
+
+use sqlx::Row;
+
+use super::{Backend, Store, now_micros};
+
+/// A webhook as stored. Secret fields are AES-GCM ciphertexts (see `delivery::crypto`).
+#[derive(Debug, Clone)]
+pub struct WebhookRecord {
+    pub id: String,
+    pub workspace_id: i64,
+    pub model_id: i64,
+    pub name: String,
+    pub url: String,
+    pub secret_enc: Option<String>,
+    pub triggers: Vec<String>,
+    pub headers: Vec<(String, String)>,
+    pub github_actions: bool,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub signing_key_enc: String,
+    pub old_signing_key_enc: Option<String>,
+    pub old_signing_expires_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// The newest delivery's state and status code, when there is one.
+    pub last_delivery: Option<(String, Option<i64>)>,
+}
+
+/// A delivery the worker holds a lease on, with everything needed to send it.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: String,
+    pub attempt_count: i64,
+    pub schedule_offset: i64,
+    pub event_id: String,
+    pub payload: String,
+    pub webhook: WebhookRecord,
+}
+
+/// One row of the delivery log.
+#[derive(Debug, Clone)]
+pub struct DeliveryRecord {
+    pub id: String,
+    pub webhook_id: String,
+    pub event_id: String,
+    pub event_trigger: String,
+    pub state: String,
+    pub attempt_count: i64,
+    pub last_status_code: Option<i64>,
+    pub next_attempt_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub payload: String,
+}
+
+/// One attempt, as recorded.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub attempt: i64,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub status_code: Option<i64>,
+    pub error_class: Option<String>,
+    pub error: Option<String>,
+    pub request_url: String,
+    /// JSON array of `[name, value]`, `Authorization` masked.
+    pub request_headers: String,
+    /// JSON array of `[name, value]`.
+    pub response_headers: Option<String>,
+    pub response_body: Option<String>,
+    pub node: String,
+}
+
+/// What the worker decided after an attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub attempt: AttemptRecord,
+    /// `pending` (with `next_attempt_at`), `succeeded` or `failed`.
+    pub state: &'static str,
+    pub next_attempt_at: Option<i64>,
+    /// Disable the webhook, with this reason (410 Gone).
+    pub disable_webhook: Option<String>,
+}
+
+/// Queue figures for `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueueStats {
+    pub pending: i64,
+    pub due: i64,
+    pub oldest_due_at: Option<i64>,
+}
+
+fn json_err(e: serde_json::Error) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
+}
+
+const WEBHOOK_COLUMNS: &str = "w.id, w.workspace_id, w.model_id, w.name, w.url, w.secret_enc, \
+    w.triggers, w.headers, w.github_actions, w.enabled, w.disabled_reason, w.signing_key_enc, \
+    w.old_signing_key_enc, w.old_signing_expires_at, w.created_at, w.updated_at";
+
+fn webhook_from_row(
+    row: &sqlx::any::AnyRow,
+    with_last: bool,
+) -> Result<WebhookRecord, sqlx::Error> {
+    let triggers: String = row.try_get("triggers")?;
+    let headers: String = row.try_get("headers")?;
+    let last_delivery = if with_last {
+        let state: Option<String> = row.try_get("last_state")?;
+        match state {
+            Some(s) => Some((s, row.try_get("last_code")?)),
+            None => None,
+        }
+    } else {
+        None
+    };
+    Ok(WebhookRecord {
+        id: row.try_get("id")?,
+        workspace_id: row.try_get("workspace_id")?,
+        model_id: row.try_get("model_id")?,
+        name: row.try_get("name")?,
+        url: row.try_get("url")?,
+        secret_enc: row.try_get("secret_enc")?,
+        triggers: serde_json::from_str(&triggers).map_err(json_err)?,
+        headers: serde_json::from_str(&headers).map_err(json_err)?,
+        github_actions: row.try_get::<i64, _>("github_actions")? != 0,
+        enabled: row.try_get::<i64, _>("enabled")? != 0,
+        disabled_reason: row.try_get("disabled_reason")?,
+        signing_key_enc: row.try_get("signing_key_enc")?,
+        old_signing_key_enc: row.try_get("old_signing_key_enc")?,
+        old_signing_expires_at: row.try_get("old_signing_expires_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        last_delivery,
+    })
+}
+
+fn delivery_from_row(row: &sqlx::any::AnyRow) -> Result<DeliveryRecord, sqlx::Error> {
+    Ok(DeliveryRecord {
+        id: row.try_get("id")?,
+        webhook_id: row.try_get("webhook_id")?,
+        event_id: row.try_get("event_id")?,
+        event_trigger: row.try_get("event_trigger")?,
+        state: row.try_get("state")?,
+        attempt_count: row.try_get("attempt_count")?,
+        last_status_code: row.try_get("last_status_code")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        payload: row.try_get("payload")?,
+    })
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<String, sqlx::Error> {
+    serde_json::to_string(v).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
+impl Store {
+    /// Inserts a webhook. A name taken on this model is a unique violation.
+    pub async fn create_webhook(&self, w: &WebhookRecord) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO webhooks (id, workspace_id, model_id, name, url, secret_enc, triggers, \
+             headers, github_actions, enabled, disabled_reason, signing_key_enc, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+        )
+        .bind(w.id.as_str())
+        .bind(w.workspace_id)
+        .bind(w.model_id)
+        .bind(w.name.as_str())
+        .bind(w.url.as_str())
+        .bind(w.secret_enc.as_deref())
+        .bind(encode(&w.triggers)?)
+        .bind(encode(&w.headers)?)
+        .bind(i64::from(w.github_actions))
+        .bind(i64::from(w.enabled))
+        .bind(w.disabled_reason.as_deref())
+        .bind(w.signing_key_enc.as_str())
+        .bind(w.created_at)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Replaces a webhook's configuration (not its signing keys).
+    pub async fn update_webhook(&self, w: &WebhookRecord) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE webhooks SET name = $2, url = $3, secret_enc = $4, triggers = $5, \
+             headers = $6, github_actions = $7, enabled = $8, disabled_reason = $9, \
+             updated_at = $10 WHERE id = $1",
+        )
+        .bind(w.id.as_str())
+        .bind(w.name.as_str())
+        .bind(w.url.as_str())
+        .bind(w.secret_enc.as_deref())
+        .bind(encode(&w.triggers)?)
+        .bind(encode(&w.headers)?)
+        .bind(i64::from(w.github_actions))
+        .bind(i64::from(w.enabled))
+        .bind(w.disabled_reason.as_deref())
+        .bind(now_micros())
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The webhooks of a model, by name, each with its newest delivery's outcome.
+    pub async fn list_webhooks(&self, model_id: i64) -> Result<Vec<WebhookRecord>, sqlx::Error> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {WEBHOOK_COLUMNS}, \
+             (SELECT d.state FROM deliveries d WHERE d.webhook_id = w.id \
+              ORDER BY d.id DESC LIMIT 1) AS last_state, \
+             (SELECT d.last_status_code FROM deliveries d WHERE d.webhook_id = w.id \
+              ORDER BY d.id DESC LIMIT 1) AS last_code \
+             FROM webhooks w WHERE w.model_id = $1 ORDER BY w.name, w.id"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(model_id)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(|r| webhook_from_row(r, true)).collect()
+    }
+
+    pub async fn get_webhook(
+        &self,
+        model_id: i64,
+        id: &str,
+    ) -> Result<Option<WebhookRecord>, sqlx::Error> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {WEBHOOK_COLUMNS}, \
+             (SELECT d.state FROM deliveries d WHERE d.webhook_id = w.id \
+              ORDER BY d.id DESC LIMIT 1) AS last_state, \
+             (SELECT d.last_status_code FROM deliveries d WHERE d.webhook_id = w.id \
+              ORDER BY d.id DESC LIMIT 1) AS last_code \
+             FROM webhooks w WHERE w.model_id = $1 AND w.id = $2"
+        ));
+        let row = sqlx::query(sql)
+            .bind(model_id)
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(|r| webhook_from_row(r, true)).transpose()
+    }
+
+    pub async fn get_webhook_by_name(
+        &self,
+        model_id: i64,
+        name: &str,
+    ) -> Result<Option<WebhookRecord>, sqlx::Error> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.model_id = $1 AND w.name = $2"
+        ));
+        let row = sqlx::query(sql)
+            .bind(model_id)
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(|r| webhook_from_row(r, false)).transpose()
+    }
+
+    /// Deletes a webhook and, with it, its pending deliveries and log. From the moment this
+    /// commits, the webhook receives nothing more.
+    pub async fn delete_webhook(&self, model_id: i64, id: &str) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query("DELETE FROM webhooks WHERE model_id = $1 AND id = $2")
+            .bind(model_id)
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Replaces the signing key, keeping the previous one valid until `old_expires_at`.
+    pub async fn rotate_signing_key(
+        &self,
+        id: &str,
+        new_enc: &str,
+        old_enc: &str,
+        old_expires_at: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE webhooks SET signing_key_enc = $2, old_signing_key_enc = $3, \
+             old_signing_expires_at = $4, updated_at = $5 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(new_enc)
+        .bind(old_enc)
+        .bind(old_expires_at)
+        .bind(now_micros())
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Writes one delivery per enabled webhook of the model subscribed to `trigger`, inside the
+    /// event's transaction. Answers how many.
+    pub(super) async fn fan_out(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        model_id: i64,
+        event_seq: i64,
+        event_id: &str,
+        trigger: &str,
+        now: i64,
+    ) -> Result<usize, sqlx::Error> {
+        let rows =
+            sqlx::query("SELECT id, triggers FROM webhooks WHERE model_id = $1 AND enabled = 1")
+                .bind(model_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut n = 0;
+        for row in &rows {
+            let triggers: String = row.try_get("triggers")?;
+            let triggers: Vec<String> = serde_json::from_str(&triggers).map_err(json_err)?;
+            if !triggers.iter().any(|t| t == trigger) {
+                continue;
+            }
+            let webhook_id: String = row.try_get("id")?;
+            sqlx::query(
+                "INSERT INTO deliveries (id, webhook_id, event_seq, event_id, event_trigger, \
+                 state, next_attempt_at, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $6)",
+            )
+            .bind(format!("msg_{}", uuid::Uuid::now_v7().simple()))
+            .bind(webhook_id)
+            .bind(event_seq)
+            .bind(event_id)
+            .bind(trigger)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            n += 1;
+        }
+        if n > 0 && self.backend == Backend::Postgres {
+            // Delivered to listening nodes when the transaction commits.
+            sqlx::query("SELECT pg_notify('berth_deliveries', '')")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(n)
+    }
+
+    /// Leases up to `limit` due deliveries to `node` until `lease_until`, never letting one
+    /// webhook hold more than `per_webhook` leases at once, so a slow receiver cannot take
+    /// every worker slot.
+    pub async fn claim_deliveries(
+        &self,
+        node: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+        per_webhook: i64,
+    ) -> Result<Vec<ClaimedDelivery>, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        let candidates = sqlx::query(
+            "WITH inflight AS ( \
+               SELECT webhook_id, COUNT(*) AS n FROM deliveries \
+               WHERE state = 'pending' AND locked_until > $1 GROUP BY webhook_id), \
+             due AS ( \
+               SELECT d.id, d.webhook_id, d.next_attempt_at FROM deliveries d \
+               JOIN webhooks w ON w.id = d.webhook_id \
+               WHERE d.state = 'pending' AND d.next_attempt_at <= $1 \
+               AND (d.locked_until IS NULL OR d.locked_until <= $1) AND w.enabled = 1 \
+               ORDER BY d.next_attempt_at LIMIT 2000), \
+             ranked AS ( \
+               SELECT id, webhook_id, next_attempt_at, \
+               ROW_NUMBER() OVER (PARTITION BY webhook_id ORDER BY next_attempt_at, id) AS rn \
+               FROM due) \
+             SELECT r.id FROM ranked r LEFT JOIN inflight i ON i.webhook_id = r.webhook_id \
+             WHERE r.rn + COALESCE(i.n, 0) <= $2 ORDER BY r.next_attempt_at, r.id LIMIT $3",
+        )
+        .bind(now)
+        .bind(per_webhook)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let lease_sql = match self.backend {
+            Backend::Sqlite => {
+                "UPDATE deliveries SET locked_until = $1, locked_by = $2 WHERE id = $3 \
+                 AND state = 'pending' AND (locked_until IS NULL OR locked_until <= $4)"
+            }
+            // Skip a row another node is claiming right now instead of waiting for it.
+            Backend::Postgres => {
+                "UPDATE deliveries SET locked_until = $1, locked_by = $2 WHERE id = ( \
+                 SELECT id FROM deliveries WHERE id = $3 AND state = 'pending' \
+                 AND (locked_until IS NULL OR locked_until <= $4) FOR UPDATE SKIP LOCKED)"
+            }
+        };
+        let mut won = Vec::with_capacity(candidates.len());
+        for row in &candidates {
+            let id: String = row.try_get("id")?;
+            let done = sqlx::query(lease_sql)
+                .bind(lease_until)
+                .bind(node)
+                .bind(id.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() > 0 {
+                won.push(id);
+            }
+        }
+        let sql = format!(
+            "SELECT d.id AS delivery_id, d.attempt_count, d.schedule_offset, d.event_id, \
+             e.payload, {WEBHOOK_COLUMNS} FROM deliveries d \
+             JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.seq = d.event_seq \
+             WHERE d.id = $1"
+        );
+        let mut claimed = Vec::with_capacity(won.len());
+        for id in &won {
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(id.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+            claimed.push(ClaimedDelivery {
+                id: row.try_get("delivery_id")?,
+                attempt_count: row.try_get("attempt_count")?,
+                schedule_offset: row.try_get("schedule_offset")?,
+                event_id: row.try_get("event_id")?,
+                payload: row.try_get("payload")?,
+                webhook: webhook_from_row(&row, false)?,
+            });
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Records an attempt and the delivery's new state, releasing the lease; disables the
+    /// webhook when told to. All in one transaction: an attempt is never half-recorded.
+    pub async fn record_attempt(
+        &self,
+        delivery_id: &str,
+        webhook_id: &str,
+        result: &AttemptResult,
+    ) -> Result<bool, sqlx::Error> {
+        let a = &result.attempt;
+        let now = now_micros();
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE deliveries SET attempt_count = attempt_count + 1, state = $2, \
+             next_attempt_at = $3, locked_until = NULL, locked_by = NULL, \
+             last_status_code = $4, updated_at = $5 WHERE id = $1",
+        )
+        .bind(delivery_id)
+        .bind(result.state)
+        .bind(result.next_attempt_at)
+        .bind(a.status_code)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            // The webhook (and so the delivery) was deleted meanwhile.
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, \
+             status_code, error_class, error, request_url, request_headers, response_headers, \
+             response_body, node) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(delivery_id)
+        .bind(a.attempt)
+        .bind(a.started_at)
+        .bind(a.duration_ms)
+        .bind(a.status_code)
+        .bind(a.error_class.as_deref())
+        .bind(a.error.as_deref())
+        .bind(a.request_url.as_str())
+        .bind(a.request_headers.as_str())
+        .bind(a.response_headers.as_deref())
+        .bind(a.response_body.as_deref())
+        .bind(a.node.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if let Some(reason) = &result.disable_webhook {
+            sqlx::query(
+                "UPDATE webhooks SET enabled = 0, disabled_reason = $2, updated_at = $3 \
+                 WHERE id = $1",
+            )
+            .bind(webhook_id)
+            .bind(reason.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Releases the leases a node holds (on shutdown), so others can take them at once.
+    pub async fn release_leases(&self, node: &str) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET locked_until = NULL, locked_by = NULL WHERE locked_by = $1",
+        )
+        .bind(node)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// When the next pending delivery falls due (ignoring leases).
+    pub async fn next_due_at(&self) -> Result<Option<i64>, sqlx::Error> {
+        let row =
+            sqlx::query("SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE state = 'pending'")
+                .fetch_one(&self.read)
+                .await?;
+        row.try_get("t")
+    }
+
+    pub async fn queue_stats(&self, now: i64) -> Result<QueueStats, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS pending, \
+             COUNT(CASE WHEN next_attempt_at <= $1 THEN 1 END) AS due, \
+             MIN(CASE WHEN next_attempt_at <= $1 THEN next_attempt_at END) AS oldest \
+             FROM deliveries WHERE state = 'pending'",
+        )
+        .bind(now)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(QueueStats {
+            pending: row.try_get("pending")?,
+            due: row.try_get("due")?,
+            oldest_due_at: row.try_get("oldest")?,
+        })
+    }
+
+    /// A webhook's deliveries, newest first, optionally in one state.
+    pub async fn list_deliveries(
+        &self,
+        webhook_id: &str,
+        state: Option<&str>,
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRecord>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.webhook_id, d.event_id, d.event_trigger, d.state, d.attempt_count, \
+             d.last_status_code, d.next_attempt_at, d.created_at, d.updated_at, e.payload \
+             FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+             WHERE d.webhook_id = $1 AND ($2 IS NULL OR d.state = $2) \
+             AND ($3 IS NULL OR d.id < $3) ORDER BY d.id DESC LIMIT $4",
+        )
+        .bind(webhook_id)
+        .bind(state)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+
+    pub async fn get_delivery(
+        &self,
+        webhook_id: &str,
+        id: &str,
+    ) -> Result<Option<(DeliveryRecord, Vec<AttemptRecord>)>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT d.id, d.webhook_id, d.event_id, d.event_trigger, d.state, d.attempt_count, \
+             d.last_status_code, d.next_attempt_at, d.created_at, d.updated_at, e.payload \
+             FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+             WHERE d.webhook_id = $1 AND d.id = $2",
+        )
+        .bind(webhook_id)
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let delivery = delivery_from_row(&row)?;
+        let rows = sqlx::query(
+            "SELECT attempt, started_at, duration_ms, status_code, error_class, error, \
+             request_url, request_headers, response_headers, response_body, node \
+             FROM delivery_attempts WHERE delivery_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.read)
+        .await?;
+        let attempts = rows
+            .iter()
+            .map(|r| {
+                Ok(AttemptRecord {
+                    attempt: r.try_get("attempt")?,
+                    started_at: r.try_get("started_at")?,
+                    duration_ms: r.try_get("duration_ms")?,
+                    status_code: r.try_get("status_code")?,
+                    error_class: r.try_get("error_class")?,
+                    error: r.try_get("error")?,
+                    request_url: r.try_get("request_url")?,
+                    request_headers: r.try_get("request_headers")?,
+                    response_headers: r.try_get("response_headers")?,
+                    response_body: r.try_get("response_body")?,
+                    node: r.try_get("node")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(Some((delivery, attempts)))
+    }
+
+    /// Queues a delivery to be sent again now, with a fresh retry schedule and the same id.
+    pub async fn redeliver(&self, webhook_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+        let now = now_micros();
+        let done = sqlx::query(
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = $3, \
+             schedule_offset = attempt_count, updated_at = $3 \
+             WHERE webhook_id = $1 AND id = $2",
+        )
+        .bind(webhook_id)
+        .bind(id)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Queues again every failed delivery of a webhook created at or after `since`.
+    pub async fn replay_failed(&self, webhook_id: &str, since: i64) -> Result<u64, sqlx::Error> {
+        let now = now_micros();
+        let done = sqlx::query(
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = $3, \
+             schedule_offset = attempt_count, updated_at = $3 \
+             WHERE webhook_id = $1 AND state = 'failed' AND created_at >= $2",
+        )
+        .bind(webhook_id)
+        .bind(since)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
