@@ -12,6 +12,10 @@ use tower_http::trace::TraceLayer;
 
 use crate::api;
 use crate::config::{Database, Settings};
+use crate::delivery::crypto::SecretBox;
+use crate::delivery::http::Sender;
+use crate::delivery::metrics::Metrics;
+use crate::delivery::worker::{Worker, WorkerConfig};
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -19,6 +23,57 @@ use crate::store::Store;
 pub struct AppState {
     pub store: Store,
     pub settings: Arc<Settings>,
+    /// Seals and opens secrets at rest.
+    pub secrets: SecretBox,
+    /// The guarded HTTP client of every webhook send (Test Webhook included).
+    pub sender: Sender,
+    pub metrics: Arc<Metrics>,
+    /// The delivery worker (`run_once` drains the queue, for tests and tools).
+    pub worker: Worker,
+}
+
+/// Loads the secret key: `BERTH_SECRET_KEY`, else `<data-dir>/secret-key`, generated on first
+/// start. A key that does not open what the database holds stops the server.
+pub async fn load_secret_key(settings: &Settings, store: &Store) -> anyhow::Result<SecretBox> {
+    let text = match &settings.secret_key {
+        Some(k) => k.expose().to_owned(),
+        None => {
+            let path = settings.data_dir.join("secret-key");
+            match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let key = SecretBox::generate_key();
+                    write_private(&path, &format!("{key}\n"))
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    tracing::info!(file = %path.display(), "generated a secret key for webhook secrets");
+                    key
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("reading {}", path.display()));
+                }
+            }
+        }
+    };
+    let key = SecretBox::parse_key(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid setting secret_key (BERTH_SECRET_KEY or <data-dir>/secret-key): {e}"
+        )
+    })?;
+    let secrets = SecretBox::new(&key);
+    let check = store
+        .init_setting(
+            "secret_key_check",
+            &secrets.seal("server:key-check", "berth"),
+        )
+        .await
+        .context("reading the secret key check")?;
+    if secrets.open("server:key-check", &check).is_err() {
+        anyhow::bail!(
+            "invalid setting secret_key: this is not the key the database's secrets were sealed \
+             with (set BERTH_SECRET_KEY to the original key; every node needs the same one)"
+        );
+    }
+    Ok(secrets)
 }
 
 /// Opens the configured database (creating the data directory and SQLite file as needed) and
@@ -88,16 +143,26 @@ pub fn router(state: AppState) -> Router {
     api::router(state).layer(TraceLayer::new_for_http())
 }
 
-/// Serves on `listener` until `shutdown` completes, then drains in-flight requests.
+/// Serves on `listener`, with the delivery worker beside it, until `shutdown` completes; then
+/// stops accepting, lets requests and attempts in flight finish (attempts within the grace
+/// period), and releases this node's delivery leases.
 pub async fn run(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+    let grace = state.settings.shutdown_grace;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(state.worker.clone().run(stop_rx, grace));
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
         .await
-        .context("serving HTTP")
+        .context("serving HTTP");
+    let _ = worker.await;
+    served
 }
 
 /// Prepares the store and binds the listener: everything `serve` does before it serves.
@@ -111,11 +176,38 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<(AppState, TcpListene
         )
     })?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    let state = AppState {
+    let state = build_state(settings, store).await?;
+    Ok((state, listener, addr))
+}
+
+/// Everything the handlers and the worker share.
+pub async fn build_state(settings: Settings, store: Store) -> anyhow::Result<AppState> {
+    let secrets = load_secret_key(&settings, &store).await?;
+    let d = &settings.delivery;
+    let sender = Sender::new(d.policy.clone(), d.timeout).context("building the HTTP client")?;
+    let metrics = Arc::new(Metrics::default());
+    let worker = Worker::new(
+        store.clone(),
+        sender.clone(),
+        secrets.clone(),
+        WorkerConfig {
+            node: d.node.clone(),
+            max_in_flight: d.max_in_flight,
+            per_webhook_in_flight: d.per_webhook_in_flight,
+            poll_interval: d.poll_interval,
+            lease: d.timeout + std::time::Duration::from_secs(30),
+            schedule: d.schedule.clone(),
+        },
+        metrics.clone(),
+    );
+    Ok(AppState {
         store,
         settings: Arc::new(settings),
-    };
-    Ok((state, listener, addr))
+        secrets,
+        sender,
+        metrics,
+        worker,
+    })
 }
 
 /// `berth serve`: runs until SIGINT or SIGTERM.

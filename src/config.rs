@@ -6,8 +6,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use anyhow::{Context, bail};
 use serde::Deserialize;
+
+use crate::delivery::crypto::SecretBox;
+use crate::delivery::schedule::{RetrySchedule, parse_duration};
+use crate::delivery::ssrf::TargetPolicy;
 
 /// Settings as they arrive from flags and environment variables (clap fills these).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -32,6 +38,30 @@ pub struct Overrides {
     /// Most connections to PostgreSQL from this node
     #[arg(long, env = "BERTH_DATABASE_MAX_CONNECTIONS", value_name = "N")]
     pub database_max_connections: Option<u32>,
+    /// Timeout of one webhook attempt, e.g. 15s
+    #[arg(long, env = "BERTH_DELIVERY_TIMEOUT", value_name = "DURATION")]
+    pub delivery_timeout: Option<String>,
+    /// Waits before each retry, e.g. 5s,5m,30m,2h,5h,10h,10h
+    #[arg(long, env = "BERTH_RETRY_SCHEDULE", value_name = "LIST")]
+    pub retry_schedule: Option<String>,
+    /// Address ranges webhooks may reach although private, e.g. 127.0.0.0/8
+    #[arg(long, env = "BERTH_ALLOWED_TARGET_CIDRS", value_name = "CIDRS")]
+    pub allowed_target_cidrs: Option<String>,
+    /// Most webhook attempts in flight on this node
+    #[arg(long, env = "BERTH_DELIVERY_MAX_IN_FLIGHT", value_name = "N")]
+    pub delivery_max_in_flight: Option<usize>,
+    /// Most attempts in flight for one webhook
+    #[arg(long, env = "BERTH_DELIVERY_PER_WEBHOOK_IN_FLIGHT", value_name = "N")]
+    pub delivery_per_webhook_in_flight: Option<usize>,
+    /// Longest idle wait of the delivery worker, e.g. 1s
+    #[arg(long, env = "BERTH_DELIVERY_POLL_INTERVAL", value_name = "DURATION")]
+    pub delivery_poll_interval: Option<String>,
+    /// This node's name in delivery leases and logs (default: hostname-pid)
+    #[arg(long, env = "BERTH_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// How long shutdown waits for requests and attempts in flight, e.g. 20s
+    #[arg(long, env = "BERTH_SHUTDOWN_GRACE", value_name = "DURATION")]
+    pub shutdown_grace: Option<String>,
 }
 
 /// The optional configuration file. Unknown keys are an error, so a typo is caught.
@@ -42,6 +72,15 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     database_max_connections: Option<u32>,
+    secret_key: Option<String>,
+    delivery_timeout: Option<String>,
+    retry_schedule: Option<String>,
+    allowed_target_cidrs: Option<String>,
+    delivery_max_in_flight: Option<usize>,
+    delivery_per_webhook_in_flight: Option<usize>,
+    delivery_poll_interval: Option<String>,
+    node_name: Option<String>,
+    shutdown_grace: Option<String>,
 }
 
 /// Which database to use.
@@ -90,6 +129,66 @@ pub struct Settings {
     pub database_max_connections: u32,
     /// The server admin's token on first start (`BERTH_ADMIN_TOKEN`).
     pub admin_token: Option<Secret>,
+    /// The key that seals secrets at rest (`BERTH_SECRET_KEY`); generated into the data
+    /// directory when unset.
+    pub secret_key: Option<Secret>,
+    pub delivery: DeliverySettings,
+    pub shutdown_grace: Duration,
+}
+
+/// How webhooks are delivered.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    pub timeout: Duration,
+    pub schedule: RetrySchedule,
+    pub policy: TargetPolicy,
+    pub max_in_flight: usize,
+    pub per_webhook_in_flight: usize,
+    pub poll_interval: Duration,
+    pub node: String,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings {
+            timeout: Duration::from_secs(15),
+            schedule: RetrySchedule::default(),
+            policy: TargetPolicy::default(),
+            max_in_flight: 64,
+            per_webhook_in_flight: 4,
+            poll_interval: Duration::from_secs(1),
+            node: default_node_name(),
+        }
+    }
+}
+
+fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "berth".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Parses a duration setting, naming it on failure.
+fn duration_setting(
+    name: &str,
+    env: &str,
+    text: &str,
+    min: Duration,
+    max: Duration,
+) -> anyhow::Result<Duration> {
+    let d =
+        parse_duration(text).map_err(|e| anyhow::anyhow!("invalid setting {name} ({env}): {e}"))?;
+    if d < min || d > max {
+        bail!(
+            "invalid setting {name} ({env}): must be between {} ms and {} s",
+            min.as_millis(),
+            max.as_secs()
+        );
+    }
+    Ok(d)
 }
 
 impl Settings {
@@ -101,6 +200,9 @@ impl Settings {
             database: Database::Sqlite,
             database_max_connections: 10,
             admin_token: None,
+            secret_key: None,
+            delivery: DeliverySettings::default(),
+            shutdown_grace: Duration::from_secs(20),
         }
     }
 
@@ -171,12 +273,104 @@ impl Settings {
             }
             Err(_) => None,
         };
+        let secret_key = match std::env::var("BERTH_SECRET_KEY").ok().or(file.secret_key) {
+            Some(k) if k.trim().is_empty() => None,
+            Some(k) => {
+                SecretBox::parse_key(&k).map_err(|e| {
+                    anyhow::anyhow!("invalid setting secret_key (BERTH_SECRET_KEY): {e}")
+                })?;
+                Some(Secret::new(k))
+            }
+            None => None,
+        };
+        let mut delivery = DeliverySettings::default();
+        if let Some(t) = over.delivery_timeout.clone().or(file.delivery_timeout) {
+            delivery.timeout = duration_setting(
+                "delivery_timeout",
+                "BERTH_DELIVERY_TIMEOUT",
+                &t,
+                Duration::from_millis(100),
+                Duration::from_secs(300),
+            )?;
+        }
+        if let Some(t) = over.retry_schedule.clone().or(file.retry_schedule) {
+            delivery.schedule = RetrySchedule::parse(&t).map_err(|e| {
+                anyhow::anyhow!("invalid setting retry_schedule (BERTH_RETRY_SCHEDULE): {e}")
+            })?;
+        }
+        if let Some(t) = over
+            .allowed_target_cidrs
+            .clone()
+            .or(file.allowed_target_cidrs)
+        {
+            delivery.policy = TargetPolicy::parse(&t).map_err(|e| {
+                anyhow::anyhow!(
+                    "invalid setting allowed_target_cidrs (BERTH_ALLOWED_TARGET_CIDRS): {e}"
+                )
+            })?;
+        }
+        if let Some(n) = over.delivery_max_in_flight.or(file.delivery_max_in_flight) {
+            if !(1..=10_000).contains(&n) {
+                bail!(
+                    "invalid setting delivery_max_in_flight (BERTH_DELIVERY_MAX_IN_FLIGHT): \
+                     must be between 1 and 10000"
+                );
+            }
+            delivery.max_in_flight = n;
+        }
+        if let Some(n) = over
+            .delivery_per_webhook_in_flight
+            .or(file.delivery_per_webhook_in_flight)
+        {
+            if !(1..=1000).contains(&n) {
+                bail!(
+                    "invalid setting delivery_per_webhook_in_flight \
+                     (BERTH_DELIVERY_PER_WEBHOOK_IN_FLIGHT): must be between 1 and 1000"
+                );
+            }
+            delivery.per_webhook_in_flight = n;
+        }
+        if let Some(t) = over
+            .delivery_poll_interval
+            .clone()
+            .or(file.delivery_poll_interval)
+        {
+            delivery.poll_interval = duration_setting(
+                "delivery_poll_interval",
+                "BERTH_DELIVERY_POLL_INTERVAL",
+                &t,
+                Duration::from_millis(10),
+                Duration::from_secs(60),
+            )?;
+        }
+        if let Some(n) = over.node_name.clone().or(file.node_name) {
+            if n.is_empty() || n.len() > 100 || n.chars().any(char::is_control) {
+                bail!(
+                    "invalid setting node_name (BERTH_NODE_NAME): must be 1-100 characters \
+                     without control characters"
+                );
+            }
+            delivery.node = n;
+        }
+        let shutdown_grace = match over.shutdown_grace.clone().or(file.shutdown_grace) {
+            Some(t) => duration_setting(
+                "shutdown_grace",
+                "BERTH_SHUTDOWN_GRACE",
+                &t,
+                Duration::from_millis(0),
+                Duration::from_secs(3600),
+            )?,
+            None => Duration::from_secs(20),
+        };
         Ok(Settings {
             listen,
             data_dir,
             database,
             database_max_connections,
             admin_token,
+            secret_key,
+            delivery,
+            shutdown_grace,
         })
     }
 }

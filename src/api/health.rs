@@ -14,6 +14,24 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
+        .routes(routes!(metrics))
+}
+
+/// Prometheus metrics: delivery attempts by outcome, attempt latency, queue depth, and the
+/// age of the oldest due delivery.
+#[utoipa::path(get, path = "/metrics", tag = "health", security(()),
+    responses((status = 200, description = "Prometheus text format", body = String,
+        content_type = "text/plain")))]
+async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    let now = crate::store::now_micros();
+    let queue = state.store.queue_stats(now).await.ok();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(queue, now),
+    )
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -3,12 +3,14 @@
 //! paths in the API's error shape.
 
 pub mod auth;
+pub mod comet;
 pub mod events;
 pub mod extract;
 pub mod health;
 pub mod models;
 pub mod users;
 pub mod versions;
+pub mod webhooks;
 pub mod workspaces;
 
 use std::collections::BTreeMap;
@@ -44,6 +46,7 @@ use crate::error::{ApiError, ErrorBody};
         (name = "models", description = "Registered models"),
         (name = "versions", description = "Model versions, tags, statuses and status requests"),
         (name = "events", description = "The event outbox: every webhook trigger, in commit order"),
+        (name = "webhooks", description = "Webhooks, their deliveries, Test Webhook, and Comet-compatible configuration"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]
@@ -104,6 +107,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(models::router())
         .merge(versions::router())
         .merge(events::router())
+        .merge(webhooks::router())
+        .merge(comet::router())
 }
 
 /// The OpenAPI document, generated from the handlers' annotations.

@@ -107,16 +107,34 @@ pub struct TestApp {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     store: berth::store::Store,
+    pub worker: berth::delivery::worker::Worker,
     // Declared last: dropped after the server is asked to stop.
     pg: Option<PgDatabase>,
 }
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Like `spawn`, with webhooks allowed to reach loopback (receivers run there), and
+    /// `tune` applied to the settings first.
+    pub async fn spawn_with(backend: Backend, tune: impl FnOnce(&mut Settings)) -> TestApp {
         berth::init_crypto();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("BERTH_TEST_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+            )
+            .with_test_writer()
+            .try_init();
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut settings = Settings::for_data_dir(data_dir.path());
         settings.admin_token = Some(Secret::new(ADMIN_TOKEN.into()));
+        settings.delivery.policy =
+            berth::delivery::ssrf::TargetPolicy::parse("127.0.0.0/8,::1/128").expect("cidrs");
+        settings.delivery.poll_interval = std::time::Duration::from_millis(200);
+        tune(&mut settings);
         let pg = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => {
@@ -127,6 +145,7 @@ impl TestApp {
         };
         let (state, listener, addr) = berth::app::prepare(settings).await.expect("prepare");
         let store = state.store.clone();
+        let worker = state.worker.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let _ = berth::app::run(state, listener, async {
@@ -143,8 +162,14 @@ impl TestApp {
             shutdown: Some(tx),
             server: Some(server),
             store,
+            worker,
             pg,
         }
+    }
+
+    /// The store, for checks a test cannot make through the API.
+    pub fn store(&self) -> &berth::store::Store {
+        &self.store
     }
 
     /// Stops the server and waits for it to finish.
@@ -343,5 +368,179 @@ pub fn assert_error(got: &(StatusCode, Value), status: u16, field: Option<&str>)
     assert!(err["message"].is_string(), "error.message missing: {b}");
     if let Some(f) = field {
         assert_eq!(err["field"].as_str(), Some(f), "error.field: {b}");
+    }
+}
+
+/// One request a [`TestReceiver`] got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+    pub at: std::time::Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+}
+
+/// How a [`TestReceiver`] answers one request.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub delay: std::time::Duration,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: String::new(),
+            delay: std::time::Duration::ZERO,
+        }
+    }
+
+    pub fn body(mut self, body: &str) -> Reply {
+        self.body = body.to_owned();
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn delay(mut self, d: std::time::Duration) -> Reply {
+        self.delay = d;
+        self
+    }
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    received: Vec<Received>,
+    /// Answers for the next requests, in order; then `default`.
+    script: std::collections::VecDeque<Reply>,
+    default: Option<Reply>,
+}
+
+/// A real HTTP server on 127.0.0.1 that records every request and answers as scripted
+/// (200 by default).
+#[derive(Clone)]
+pub struct TestReceiver {
+    pub url: String,
+    pub addr: SocketAddr,
+    state: std::sync::Arc<std::sync::Mutex<ReceiverState>>,
+    notify: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl TestReceiver {
+    pub async fn start() -> TestReceiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let addr = listener.local_addr().expect("addr");
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ReceiverState::default()));
+        let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (st, nt) = (state.clone(), notify.clone());
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let st = st.clone();
+            let nt = nt.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = axum::body::to_bytes(body, 10 * 1024 * 1024)
+                    .await
+                    .unwrap_or_default()
+                    .to_vec();
+                let mut headers = reqwest::header::HeaderMap::new();
+                for (k, v) in &parts.headers {
+                    if let (Ok(k), Ok(v)) = (
+                        reqwest::header::HeaderName::from_bytes(k.as_str().as_bytes()),
+                        reqwest::header::HeaderValue::from_bytes(v.as_bytes()),
+                    ) {
+                        headers.append(k, v);
+                    }
+                }
+                let reply = {
+                    let mut s = st.lock().expect("lock");
+                    s.received.push(Received {
+                        path: parts.uri.to_string(),
+                        headers,
+                        body,
+                        at: std::time::Instant::now(),
+                    });
+                    s.script
+                        .pop_front()
+                        .or_else(|| s.default.clone())
+                        .unwrap_or_else(|| Reply::status(200).body("ok"))
+                };
+                nt.notify_waiters();
+                if !reply.delay.is_zero() {
+                    tokio::time::sleep(reply.delay).await;
+                }
+                let mut resp = axum::response::Response::builder().status(reply.status);
+                for (k, v) in &reply.headers {
+                    resp = resp.header(k.as_str(), v.as_str());
+                }
+                resp.body(axum::body::Body::from(reply.body))
+                    .expect("response")
+            }
+        });
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        TestReceiver {
+            url: format!("http://{addr}"),
+            addr,
+            state,
+            notify,
+        }
+    }
+
+    /// Answers the next requests with these replies, in order.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.state.lock().expect("lock").script.extend(replies);
+    }
+
+    /// Answers every request not scripted with `reply`.
+    pub fn default_reply(&self, reply: Reply) {
+        self.state.lock().expect("lock").default = Some(reply);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.lock().expect("lock").received.clone()
+    }
+
+    /// Waits until at least `n` requests arrived (panics after `timeout`).
+    pub async fn wait_for(&self, n: usize, timeout: std::time::Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.notify.notified();
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let got = self.received();
+                assert!(
+                    got.len() >= n,
+                    "receiver got {} requests, expected {n} within {timeout:?}",
+                    got.len()
+                );
+                return got;
+            }
+        }
     }
 }

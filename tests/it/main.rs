@@ -8,3 +8,4 @@ mod cli;
 mod openapi;
 mod registry;
 mod smoke;
+mod webhooks;

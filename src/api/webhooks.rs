@@ -1,0 +1,912 @@
+//! Webhooks of a model: configuration, signing keys, Test Webhook, and the delivery log with
+//! redelivery and replay.
+//!
+//! Members may read webhooks and their deliveries; workspace admins configure, test, rotate,
+//! redeliver and replay. Secrets are sealed before they are stored and never returned.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::{Auth, model, require_ws_admin, workspace};
+use super::extract::{ApiJson, ApiQuery, decode_cursor, double_option, paginate, parse_limit};
+use super::{ErrorResponses, rfc3339};
+use crate::app::AppState;
+use crate::delivery::http::{self, Outcome};
+use crate::delivery::signing::new_signing_secret;
+use crate::delivery::worker::{secret_context, signing_context, target_of};
+use crate::domain::{
+    EventPayload, WebhookUrl, parse_headers, parse_secret, parse_triggers, parse_webhook_name,
+};
+use crate::error::ApiError;
+use crate::store::{ModelRef, WebhookRecord, WorkspaceAccess, now_micros};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_webhook, list_webhooks))
+        .routes(routes!(get_webhook, put_webhook, delete_webhook))
+        .routes(routes!(test_unsaved))
+        .routes(routes!(test_saved))
+        .routes(routes!(get_signing_secret))
+        .routes(routes!(rotate_signing_secret))
+        .routes(routes!(list_deliveries))
+        .routes(routes!(get_delivery))
+        .routes(routes!(redeliver))
+        .routes(routes!(replay))
+}
+
+/// A webhook's configuration, as sent.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookIn {
+    /// 1-100 characters, unique among the model's webhooks.
+    pub name: String,
+    /// Absolute http(s) URL, at most 2048 characters, without user info.
+    pub url: String,
+    /// Sent verbatim as the `Authorization` header (as `Bearer <secret>` in GitHub Actions
+    /// mode). On PUT: absent keeps the stored secret, null removes it.
+    #[serde(default, deserialize_with = "double_option::deserialize")]
+    #[schema(value_type = Option<String>)]
+    pub secret: Option<Option<String>>,
+    /// At least one of MODEL_VERSION_CREATED, MODEL_VERSION_DELETED, MODEL_TAG_CHANGED,
+    /// MODEL_STATUS_CHANGED, MODEL_STATUS_CHANGE_REQUESTED.
+    pub triggers: Vec<String>,
+    /// Extra headers, name → value (at most 20; not the ones Berth sets itself).
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Send in GitHub `repository_dispatch` form.
+    pub github_actions: Option<bool>,
+    /// Default true (on PUT: absent keeps the current value).
+    pub enabled: Option<bool>,
+}
+
+/// An unsaved configuration to test, optionally of an existing webhook whose stored secret
+/// and signing key to use when `secret` is absent.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookTestIn {
+    pub name: Option<String>,
+    pub url: String,
+    #[serde(default, deserialize_with = "double_option::deserialize")]
+    #[schema(value_type = Option<String>)]
+    pub secret: Option<Option<String>>,
+    pub triggers: Option<Vec<String>>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub github_actions: Option<bool>,
+    pub enabled: Option<bool>,
+    /// The webhook being edited, if any.
+    pub webhook_id: Option<String>,
+}
+
+/// The outcome of the newest delivery.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastDelivery {
+    /// `pending`, `succeeded` or `failed`.
+    pub state: String,
+    pub status_code: Option<i64>,
+}
+
+/// A webhook as shown: never its secret.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookOut {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+    pub has_secret: bool,
+    pub triggers: Vec<String>,
+    pub headers: BTreeMap<String, String>,
+    pub github_actions: bool,
+    pub enabled: bool,
+    /// Why Berth disabled it (e.g. the receiver answered 410 Gone).
+    pub disabled_reason: Option<String>,
+    pub last_delivery: Option<LastDelivery>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<WebhookRecord> for WebhookOut {
+    fn from(w: WebhookRecord) -> Self {
+        WebhookOut {
+            id: w.id,
+            name: w.name,
+            url: w.url,
+            has_secret: w.secret_enc.is_some(),
+            triggers: w.triggers,
+            headers: w.headers.into_iter().collect(),
+            github_actions: w.github_actions,
+            enabled: w.enabled,
+            disabled_reason: w.disabled_reason,
+            last_delivery: w
+                .last_delivery
+                .map(|(state, status_code)| LastDelivery { state, status_code }),
+            created_at: rfc3339(w.created_at),
+            updated_at: rfc3339(w.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookList {
+    pub items: Vec<WebhookOut>,
+}
+
+/// The key that signs deliveries (Standard Webhooks `webhook-signature`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningSecretOut {
+    /// `whsec_…`: verify `webhook-signature` with it.
+    pub key: String,
+    /// After a rotation, the previous key, which keeps signing beside the new one until
+    /// `previousKeyExpiresAt`.
+    pub previous_key: Option<String>,
+    pub previous_key_expires_at: Option<String>,
+}
+
+/// A request as sent (the `Authorization` header masked).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestOut {
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    /// The JSON body, exactly as sent.
+    pub body: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseOut {
+    pub status_code: u16,
+    pub headers: BTreeMap<String, String>,
+    /// The first 64 KiB of the body.
+    pub body: String,
+}
+
+/// What Test Webhook did.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestResult {
+    pub success: bool,
+    pub status_code: Option<u16>,
+    pub duration_ms: i64,
+    /// Why it failed, for a person.
+    pub error: Option<String>,
+    /// `timeout`, `connect`, `dns`, `tls`, `blocked`, `redirect` or `http_status`.
+    pub error_class: Option<String>,
+    pub request: RequestOut,
+    pub response: Option<ResponseOut>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryOut {
+    /// Also the `webhook-id` header of every attempt.
+    pub id: String,
+    pub event_id: String,
+    pub event_trigger: String,
+    /// `pending`, `succeeded` or `failed`.
+    pub state: String,
+    pub attempt_count: i64,
+    pub last_status_code: Option<i64>,
+    pub next_attempt_at: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryList {
+    pub items: Vec<DeliveryOut>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptOut {
+    pub attempt: i64,
+    pub started_at: String,
+    pub duration_ms: i64,
+    pub status_code: Option<i64>,
+    /// `timeout`, `connect`, `dns`, `tls`, `blocked`, `redirect` or `http_status`; null on
+    /// success.
+    pub error_class: Option<String>,
+    pub error: Option<String>,
+    pub request_headers: BTreeMap<String, String>,
+    pub response_headers: BTreeMap<String, String>,
+    /// The first 64 KiB.
+    pub response_body: Option<String>,
+    /// The Berth node that made the attempt.
+    pub node: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryDetail {
+    #[serde(flatten)]
+    pub delivery: DeliveryOut,
+    pub request: RequestOut,
+    pub attempts: Vec<AttemptOut>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryQuery {
+    /// How many items to return: 1 to 500, default 50.
+    pub limit: Option<String>,
+    /// The `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only deliveries in this state: `pending`, `succeeded` or `failed`.
+    pub state: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayIn {
+    /// RFC 3339 time: every failed delivery created since then is queued again.
+    pub since: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayOut {
+    /// How many deliveries were queued again.
+    pub requeued: u64,
+}
+
+/// A validated configuration, secrets still in clear.
+pub(crate) struct Parsed {
+    pub name: String,
+    pub url: WebhookUrl,
+    /// None: not given (keep); Some(None): remove; Some(Some): set.
+    pub secret: Option<Option<String>>,
+    pub triggers: Vec<String>,
+    pub headers: Vec<(String, String)>,
+    pub github_actions: bool,
+    pub enabled: Option<bool>,
+}
+
+/// A configuration as received, before checks.
+struct RawConfig<'a> {
+    name: &'a str,
+    url: &'a str,
+    secret: &'a Option<Option<String>>,
+    triggers: &'a [String],
+    headers: Option<&'a BTreeMap<String, String>>,
+    github_actions: bool,
+    enabled: Option<bool>,
+}
+
+impl<'a> RawConfig<'a> {
+    fn of(input: &'a WebhookIn) -> Self {
+        RawConfig {
+            name: &input.name,
+            url: &input.url,
+            secret: &input.secret,
+            triggers: &input.triggers,
+            headers: input.headers.as_ref(),
+            github_actions: input.github_actions.unwrap_or(false),
+            enabled: input.enabled,
+        }
+    }
+}
+
+/// Checks a configuration field by field; a literal blocked address is refused here.
+fn parse_config(state: &AppState, raw: RawConfig<'_>) -> Result<Parsed, ApiError> {
+    let RawConfig {
+        name,
+        url,
+        secret,
+        triggers,
+        headers,
+        github_actions,
+        enabled,
+    } = raw;
+    let name = parse_webhook_name("name", name)?;
+    let url = WebhookUrl::parse("url", url)?;
+    if let Err(b) = state.sender.policy().check_url(url.url()) {
+        return Err(ApiError::invalid("url", b.to_string()));
+    }
+    if github_actions {
+        url.check_github_dispatch("url")?;
+    }
+    let secret = match secret {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(s)) => Some(Some(parse_secret("secret", s)?)),
+    };
+    let triggers = parse_triggers("triggers", triggers)?
+        .into_iter()
+        .map(|t| t.as_str().to_owned())
+        .collect();
+    let headers = match headers {
+        Some(h) => parse_headers("headers", h)?,
+        None => Vec::new(),
+    };
+    Ok(Parsed {
+        name,
+        url,
+        secret,
+        triggers,
+        headers,
+        github_actions,
+        enabled,
+    })
+}
+
+async fn webhook_of(
+    state: &AppState,
+    mref: &ModelRef,
+    id: &str,
+) -> Result<WebhookRecord, ApiError> {
+    state
+        .store
+        .get_webhook(mref.model_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook"))
+}
+
+async fn scope(
+    state: &AppState,
+    caller: &crate::store::Caller,
+    ws: &str,
+    model_name: &str,
+) -> Result<(WorkspaceAccess, ModelRef), ApiError> {
+    let ws = workspace(state, caller, ws).await?;
+    let (mref, _) = model(state, &ws, model_name).await?;
+    Ok((ws, mref))
+}
+
+/// Creates a webhook from a parsed configuration.
+pub(crate) async fn create_from(
+    state: &AppState,
+    mref: &ModelRef,
+    p: Parsed,
+) -> Result<WebhookRecord, ApiError> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let now = now_micros();
+    let record = WebhookRecord {
+        secret_enc: p
+            .secret
+            .flatten()
+            .map(|s| state.secrets.seal(&secret_context(&id), &s)),
+        signing_key_enc: state
+            .secrets
+            .seal(&signing_context(&id), &new_signing_secret()),
+        id,
+        workspace_id: mref.workspace_id,
+        model_id: mref.model_id,
+        name: p.name,
+        url: p.url.as_str().to_owned(),
+        triggers: p.triggers,
+        headers: p.headers,
+        github_actions: p.github_actions,
+        enabled: p.enabled.unwrap_or(true),
+        disabled_reason: None,
+        old_signing_key_enc: None,
+        old_signing_expires_at: None,
+        created_at: now,
+        updated_at: now,
+        last_delivery: None,
+    };
+    state.store.create_webhook(&record).await.map_err(|e| {
+        ApiError::unique(e, "name", "this model already has a webhook with this name")
+    })?;
+    Ok(record)
+}
+
+/// Applies a parsed configuration to a stored webhook.
+pub(crate) async fn update_from(
+    state: &AppState,
+    mut record: WebhookRecord,
+    p: Parsed,
+) -> Result<WebhookRecord, ApiError> {
+    record.name = p.name;
+    record.url = p.url.as_str().to_owned();
+    match p.secret {
+        None => {}
+        Some(None) => record.secret_enc = None,
+        Some(Some(s)) => {
+            record.secret_enc = Some(state.secrets.seal(&secret_context(&record.id), &s));
+        }
+    }
+    record.triggers = p.triggers;
+    record.headers = p.headers;
+    record.github_actions = p.github_actions;
+    if let Some(enabled) = p.enabled {
+        if enabled && !record.enabled {
+            record.disabled_reason = None;
+        }
+        if !enabled && record.enabled {
+            record.disabled_reason = Some("disabled by a user".into());
+        }
+        record.enabled = enabled;
+    }
+    state.store.update_webhook(&record).await.map_err(|e| {
+        ApiError::unique(e, "name", "this model already has a webhook with this name")
+    })?;
+    record.updated_at = now_micros();
+    Ok(record)
+}
+
+/// Attach a webhook to a model (workspace admins).
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/models/{model}/webhooks", tag = "webhooks",
+    params(("ws" = String, Path, description = "Workspace name"),
+           ("model" = String, Path, description = "Model name")),
+    request_body = WebhookIn,
+    responses((status = 201, body = WebhookOut), ErrorResponses))]
+async fn create_webhook(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((ws, name)): Path<(String, String)>,
+    ApiJson(input): ApiJson<WebhookIn>,
+) -> Result<(StatusCode, Json<WebhookOut>), ApiError> {
+    let (ws, mref) = scope(&state, &caller, &ws, &name).await?;
+    require_ws_admin(&ws, "configure webhooks")?;
+    let p = parse_config(&state, RawConfig::of(&input))?;
+    let record = create_from(&state, &mref, p).await?;
+    Ok((StatusCode::CREATED, Json(record.into())))
+}
+
+/// The model's webhooks, by name, each with its newest delivery's outcome.
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/models/{model}/webhooks", tag = "webhooks",
+    params(("ws" = String, Path, description = "Workspace name"),
+           ("model" = String, Path, description = "Model name")),
+    responses((status = 200, body = WebhookList), ErrorResponses))]
+async fn list_webhooks(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((ws, name)): Path<(String, String)>,
+) -> Result<Json<WebhookList>, ApiError> {
+    let (_, mref) = scope(&state, &caller, &ws, &name).await?;
+    let items = state.store.list_webhooks(mref.model_id).await?;
+    Ok(Json(WebhookList {
+        items: items.into_iter().map(WebhookOut::from).collect(),
+    }))
+}
+
+/// One webhook.
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/models/{model}/webhooks/{id}",
+    tag = "webhooks",
+    params(("ws" = String, Path, description = "Workspace name"),
+           ("model" = String, Path, description = "Model name"),
+           ("id" = String, Path, description = "Webhook id")),
+    responses((status = 200, body = WebhookOut), ErrorResponses))]
+async fn get_webhook(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((ws, name, id)): Path<(String, String, String)>,
+) -> Result<Json<WebhookOut>, ApiError> {
+    let (_, mref) = scope(&state, &caller, &ws, &name).await?;
+    Ok(Json(webhook_of(&state, &mref, &id).await?.into()))
+}
+
+/// Replace a webhook's configuration (workspace admins). An absent `secret` keeps the stored
+/// one; null removes it.
+#[utoipa::path(put, path = "/api/v1/workspaces/{ws}/models/{model}/webhooks/{id}",
+    tag = "webhooks",
+    params(("ws" = String, Path, description = "Workspace name"),
+           ("model" = String, Path, description = "Model name"),
+           ("id" = String, Path, description = "Webhook id")),
+    request_body = WebhookIn,
+    responses((status = 200, body = WebhookOut), ErrorResponses))]
+async fn put_webhook(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((ws, name, id)): Path<(String, String, String)>,
+    ApiJson(input): ApiJson<WebhookIn>,
+) -> Result<Json<WebhookOut>, ApiError> {
+    let (ws, mref) = scope(&state, &caller, &ws, &name).await?;
+    let record = webhook_of(&state, &mref, &id).await?;
+    require_ws_admin(&ws, "configure webhooks")?;
+    let p = parse_config(&state, RawConfig::of(&input))?;
+    let record = update_from(&state, record, p).await?;
+    let fresh = state
+        .store
+        .get_webhook(mref.model_id, &record.id)
+        .await?
+        .unwrap_or(record);
+    Ok(Json(fresh.into()))
+}
+
+/// Delete a webhook (workspace admins): it receives nothing more, from this call on.
+#[utoipa::path(delete, path = "/api/v1/workspaces/{ws}/models/{model}/webhooks/{id}",
+    tag = "webhooks",
+    params(("ws" = String, Path, description = "Workspace name"),
+           ("model" = String, Path, description = "Model name"),
+           ("id" = String, Path, description = "Webhook id")),
+    responses((status = 204, description = "Deleted"), ErrorResponses))]
+async fn delete_webhook(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((ws, name, id)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let (ws, mref) = scope(&state, &caller, &ws, &name).await?;
+    webhook_of(&state, &mref, &id).await?;
+    require_ws_admin(&ws, "configure webhooks")?;
+    if state.store.delete_webhook(mref.model_id, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("webhook"))
+    }
+}
+
+fn test_result(req: &http::Outgoing, outcome: Outcome) -> TestResult {
+    let response = outcome.status_code.map(|code| ResponseOut {
+        status_code: code,
+        headers: outcome.response_headers.iter().cloned().collect(),
+        body: outcome.response_body.clone(),
+    });
+    TestResult {
+        success: outcome.succeeded(),
+        status_code: outcome.status_code,
+        duration_ms: outcome.duration_ms,
+        error: outcome.error,
+        error_class: outcome.error_class.map(|c| c.as_str().to_owned()),
+        request: RequestOut {
+            url: req.url.to_string(),
+            headers: http::masked(&req.headers).into_iter().collect(),
+            body: String::from_utf8_lossy(&req.body).into_owned(),
+        },
+        response,
+    }
+}
+
+/// Sends the TEST event to `target` now, through the same signing and SSRF guard as every
+/// delivery.
+async fn send_test(state: &AppState, mref: &ModelRef, target: &http::Target) -> TestResult {
+    let now = now_micros().div_euclid(1_000_000);
+    let payload = EventPayload::test(&mref.workspace_name, &mref.model_name, now);
+    let msg_id = format!("msg_test_{}", uuid::Uuid::now_v7().simple());
+    let req = http::build(target, &msg_id, &payload, 1, now);
+    let outcome = state.sender.send(&req, target.github_actions).await;
+    state.metrics.observe(&outcome);
+    test_result(&req, outcome)
+}
+
+/// Test an unsaved configuration (the webhook modal): sends the TEST event at once. With
+/// `webhookId` and no `secret`, the stored secret is used.
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/models/{model}/webhooks/test",
+    tag = "webhooks",
+    params(("ws" = String, Path, description = "Workspace name"),
+           ("model" = String, Path, description = "Model name")),
+    request_body = WebhookTestIn,
+    responses((status = 200, body = TestResult), ErrorResponses))]
+async fn test_unsaved(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((ws, name)): Path<(String, String)>,
+    ApiJson(input): ApiJson<WebhookTestIn>,
+) -> Result<Json<TestResult>, ApiError> {
+    let (ws, mref) = scope(&state, &caller, &ws, &name).await?;
+    let stored = match &input.webhook_id {
+        Some(id) => Some(webhook_of(&state, &mref, id).await?),
+        None => None,
+    };
+    require_ws_admin(&ws, "test webhooks")?;
+    let triggers = input
+        .triggers
+        .clone()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| vec!["MODEL_VERSION_CREATED".into()]);
+    let p = parse_config(
+        &state,
+        RawConfig {
+            name: input.name.as_deref().unwrap_or("test"),
+            url: &input.url,
+            secret: &input.secret,
+            triggers: &triggers,
+            headers: input.headers.as_ref(),
+            github_actions: input.github_actions.unwrap_or(false),
+            enabled: input.enabled,
+        },
+    )?;
+    let (stored_secret, signing) = match &stored {
+        Some(w) => {
+            let t = target_of(&state.secrets, w).map_err(ApiError::Internal)?;
+            (t.secret, t.signing_secrets)
+        }
+        None => (None, vec![new_signing_secret()]),
+    };
+    let secret = match p.secret {
+        None => stored_secret,
+        Some(s) => s,
+    };
+    let target = http::Target {
+        url: p.url.url().clone(),
+        secret,
+        headers: p.headers,
+        github_actions: p.github_actions,
+        signing_secrets: signing,
+    };
+    Ok(Json(send_test(&state, &mref, &target).await))
+}
+
+/// Test a saved webhook: sends the TEST event at once, with its secret and signing key.
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/models/{model}/webhooks/{id}/test",
+    tag = "webhooks",
+    params(("ws" = String, Path, description = "Workspace name"),
+           ("model" = String, Path, description = "Model name"),
+           ("id" = String, Path, description = "Webhook id")),
+    responses((status = 200, body = TestResult), ErrorResponses))]
+async fn test_saved(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((ws, name, id)): Path<(String, String, String)>,
+) -> Result<Json<TestResult>, ApiError> {
+    let (ws, mref) = scope(&state, &caller, &ws, &name).await?;
+    let record = webhook_of(&state, &mref, &id).await?;
+    require_ws_admin(&ws, "test webhooks")?;
+    let target = target_of(&state.secrets, &record).map_err(ApiError::Internal)?;
+    Ok(Json(send_test(&state, &mref, &target).await))
+}
+
+fn signing_out(state: &AppState, w: &WebhookRecord) -> Result<SigningSecretOut, ApiError> {
+    let ctx = signing_context(&w.id);
+    let key = state
+        .secrets
+        .open(&ctx, &w.signing_key_enc)
+        .map_err(ApiError::Internal)?;
+    let live_old = match (&w.old_signing_key_enc, w.old_signing_expires_at) {
+        (Some(old), Some(until)) if until > now_micros() => Some((old, until)),
+        _ => None,
+    };
+    let (previous_key, previous_key_expires_at) = match live_old {
+        Some((old, until)) => (
+            Some(state.secrets.open(&ctx, old).map_err(ApiError::Internal)?),
+            Some(rfc3339(until)),
+        ),
+        None => (None, None),
+    };
+    Ok(SigningSecretOut {
+        key,
+        previous_key,
+        previous_key_expires_at,
+    })
+}
+
+/// The webhook's signing key (workspace admins), to verify `webhook-signature`.
+#[utoipa::path(get,
+    path = "/api/v1/workspaces/{ws}/models/{model}/webhooks/{id}/signing-secret",
+    tag = "webhooks",
+    params(("ws" = String, Path, description = "Workspace name"),
+           ("model" = String, Path, description = "Model name"),
+           ("id" = String, Path, description = "Webhook id")),
+    responses((status = 200, body = SigningSecretOut), ErrorResponses))]
+async fn get_signing_secret(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((ws, name, id)): Path<(String, String, String)>,
+) -> Result<Json<SigningSecretOut>, ApiError> {
+    let (ws, mref) = scope(&state, &caller, &ws, &name).await?;
+    let record = webhook_of(&state, &mref, &id).await?;
+    require_ws_admin(&ws, "read signing keys")?;
+    Ok(Json(signing_out(&state, &record)?))
+}
+
+/// Rotate the signing key (workspace admins). The previous key keeps signing beside the new
+/// one for 24 hours, so receivers can switch without missing a beat.
+#[utoipa::path(post,
+    path = "/api/v1/workspaces/{ws}/models/{model}/webhooks/{id}/signing-secret/rotate",
+    tag = "webhooks",
+    params(("ws" = String, Path, description = "Workspace name"),
+           ("model" = String, Path, description = "Model name"),
+           ("id" = String, Path, description = "Webhook id")),
+    responses((status = 200, body = SigningSecretOut), ErrorResponses))]
+async fn rotate_signing_secret(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((ws, name, id)): Path<(String, String, String)>,
+) -> Result<Json<SigningSecretOut>, ApiError> {
+    let (ws, mref) = scope(&state, &caller, &ws, &name).await?;
+    let record = webhook_of(&state, &mref, &id).await?;
+    require_ws_admin(&ws, "rotate signing keys")?;
+    let ctx = signing_context(&record.id);
+    let new_enc = state.secrets.seal(&ctx, &new_signing_secret());
+    let expires = now_micros() + 24 * 3600 * 1_000_000;
+    state
+        .store
+        .rotate_signing_key(&record.id, &new_enc, &record.signing_key_enc, expires)
+        .await?;
+    let record = webhook_of(&state, &mref, &id).await?;
+    Ok(Json(signing_out(&state, &record)?))
+}
+
+fn delivery_out(d: &crate::store::DeliveryRecord) -> DeliveryOut {
+    DeliveryOut {
+        id: d.id.clone(),
+        event_id: d.event_id.clone(),
+        event_trigger: d.event_trigger.clone(),
+        state: d.state.clone(),
+        attempt_count: d.attempt_count,
+        last_status_code: d.last_status_code,
+        next_attempt_at: if d.state == "pending" {
+            d.next_attempt_at.map(rfc3339)
+        } else {
+            None
+        },
+        created_at: rfc3339(d.created_at),
+    }
+}
+
+/// The webhook's deliveries, newest first.
+#[utoipa::path(get,
+    path = "/api/v1/workspaces/{ws}/models/{model}/webhooks/{id}/deliveries",
+    tag = "webhooks",
+    params(("ws" = String, Path, description = "Workspace name"),
+           ("model" = String, Path, description = "Model name"),
+           ("id" = String, Path, description = "Webhook id"), DeliveryQuery),
+    responses((status = 200, body = DeliveryList), ErrorResponses))]
+async fn list_deliveries(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((ws, name, id)): Path<(String, String, String)>,
+    ApiQuery(q): ApiQuery<DeliveryQuery>,
+) -> Result<Json<DeliveryList>, ApiError> {
+    let (_, mref) = scope(&state, &caller, &ws, &name).await?;
+    let record = webhook_of(&state, &mref, &id).await?;
+    let limit = parse_limit(q.limit.as_deref())?;
+    let before: Option<String> = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    if let Some(s) = &q.state
+        && !matches!(s.as_str(), "pending" | "succeeded" | "failed")
+    {
+        return Err(ApiError::invalid(
+            "state",
+            "state must be pending, succeeded or failed",
+        ));
+    }
+    let rows = state
+        .store
+        .list_deliveries(&record.id, q.state.as_deref(), before.as_deref(), limit + 1)
+        .await?;
+    let (rows, next_cursor) = paginate(rows, limit, |d| d.id.clone());
+    Ok(Json(DeliveryList {
+        items: rows.iter().map(delivery_out).collect(),
+        next_cursor,
+    }))
+}
+
+fn header_map(json: Option<&str>) -> BTreeMap<String, String> {
+    json.and_then(|j| serde_json::from_str::<Vec<(String, String)>>(j).ok())
+        .map(|v| v.into_iter().collect())
+        .unwrap_or_default()
+}
+
+/// One delivery: the request sent (secret masked) and every attempt with its answer.
+#[utoipa::path(get,
+    path = "/api/v1/workspaces/{ws}/models/{model}/webhooks/{id}/deliveries/{deliveryId}",
+    tag = "webhooks",
+    params(("ws" = String, Path, description = "Workspace name"),
+           ("model" = String, Path, description = "Model name"),
+           ("id" = String, Path, description = "Webhook id"),
+           ("deliveryId" = String, Path, description = "Delivery id")),
+    responses((status = 200, body = DeliveryDetail), ErrorResponses))]
+async fn get_delivery(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((ws, name, id, delivery_id)): Path<(String, String, String, String)>,
+) -> Result<Json<DeliveryDetail>, ApiError> {
+    let (_, mref) = scope(&state, &caller, &ws, &name).await?;
+    let record = webhook_of(&state, &mref, &id).await?;
+    let (d, attempts) = state
+        .store
+        .get_delivery(&record.id, &delivery_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    let payload: EventPayload =
+        serde_json::from_str(&d.payload).map_err(|e| ApiError::Internal(e.into()))?;
+    let body =
+        String::from_utf8_lossy(&http::body_of(&payload, record.github_actions)).into_owned();
+    let request = match attempts.last() {
+        Some(a) => RequestOut {
+            url: a.request_url.clone(),
+            headers: header_map(Some(&a.request_headers)),
+            body,
+        },
+        None => {
+            let target = target_of(&state.secrets, &record).map_err(ApiError::Internal)?;
+            let req = http::build(
+                &target,
+                &d.id,
+                &payload,
+                d.attempt_count + 1,
+                now_micros().div_euclid(1_000_000),
+            );
+            RequestOut {
+                url: req.url.to_string(),
+                headers: http::masked(&req.headers).into_iter().collect(),
+                body,
+            }
+        }
+    };
+    Ok(Json(DeliveryDetail {
+        delivery: delivery_out(&d),
+        request,
+        attempts: attempts
+            .iter()
+            .map(|a| AttemptOut {
+                attempt: a.attempt,
+                started_at: rfc3339(a.started_at),
+                duration_ms: a.duration_ms,
+                status_code: a.status_code,
+                error_class: a.error_class.clone(),
+                error: a.error.clone(),
+                request_headers: header_map(Some(&a.request_headers)),
+                response_headers: header_map(a.response_headers.as_deref()),
+                response_body: a.response_body.clone(),
+                node: a.node.clone(),
+            })
+            .collect(),
+    }))
+}
+
+/// Send a delivery again now (workspace admins), with the same `webhook-id` and a fresh retry
+/// schedule.
+#[utoipa::path(post,
+    path = "/api/v1/workspaces/{ws}/models/{model}/webhooks/{id}/deliveries/{deliveryId}/redeliver",
+    tag = "webhooks",
+    params(("ws" = String, Path, description = "Workspace name"),
+           ("model" = String, Path, description = "Model name"),
+           ("id" = String, Path, description = "Webhook id"),
+           ("deliveryId" = String, Path, description = "Delivery id")),
+    responses((status = 202, body = DeliveryOut), ErrorResponses))]
+async fn redeliver(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((ws, name, id, delivery_id)): Path<(String, String, String, String)>,
+) -> Result<(StatusCode, Json<DeliveryOut>), ApiError> {
+    let (ws, mref) = scope(&state, &caller, &ws, &name).await?;
+    let record = webhook_of(&state, &mref, &id).await?;
+    require_ws_admin(&ws, "redeliver")?;
+    if !state.store.redeliver(&record.id, &delivery_id).await? {
+        return Err(ApiError::not_found("delivery"));
+    }
+    state.store.wake_worker();
+    let (d, _) = state
+        .store
+        .get_delivery(&record.id, &delivery_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    Ok((StatusCode::ACCEPTED, Json(delivery_out(&d))))
+}
+
+/// Queue again every failed delivery of the webhook created since a time (workspace admins).
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/models/{model}/webhooks/{id}/replay",
+    tag = "webhooks",
+    params(("ws" = String, Path, description = "Workspace name"),
+           ("model" = String, Path, description = "Model name"),
+           ("id" = String, Path, description = "Webhook id")),
+    request_body = ReplayIn,
+    responses((status = 202, body = ReplayOut), ErrorResponses))]
+async fn replay(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((ws, name, id)): Path<(String, String, String)>,
+    ApiJson(input): ApiJson<ReplayIn>,
+) -> Result<(StatusCode, Json<ReplayOut>), ApiError> {
+    let (ws, mref) = scope(&state, &caller, &ws, &name).await?;
+    let record = webhook_of(&state, &mref, &id).await?;
+    require_ws_admin(&ws, "replay deliveries")?;
+    let since = chrono::DateTime::parse_from_rfc3339(&input.since)
+        .map_err(|_| {
+            ApiError::invalid(
+                "since",
+                "since must be an RFC 3339 time, e.g. 2026-01-31T00:00:00Z",
+            )
+        })?
+        .timestamp_micros();
+    let requeued = state.store.replay_failed(&record.id, since).await?;
+    state.store.wake_worker();
+    Ok((StatusCode::ACCEPTED, Json(ReplayOut { requeued })))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn header_maps_tolerate_garbage() {
+        assert!(super::header_map(Some("nonsense")).is_empty());
+        assert_eq!(super::header_map(Some(r#"[["a","b"]]"#)).len(), 1);
+    }
+}
