@@ -14,4 +14,11 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   fi
 fi
 
+# Chromium: the browser suite drives Debian's headless chromium.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing chromium"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
+
 cargo test --all-targets -- "$@"

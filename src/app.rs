@@ -140,7 +140,11 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
-    api::router(state).layer(TraceLayer::new_for_http())
+    api::router()
+        .merge(crate::web::router())
+        .fallback(api::not_found)
+        .with_state(state)
+        .layer(TraceLayer::new_for_http())
 }
 
 /// Serves on `listener`, with the delivery worker beside it, until `shutdown` completes; then

@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod domain;
 pub mod error;
 pub mod store;
+pub mod web;
 
 /// Selects the TLS crypto provider (ring, shared with sqlx) for every HTTP client in the
 /// process. Idempotent; called at start-up and by tests before building a client.

@@ -67,13 +67,61 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiEr
         .ok_or_else(|| ApiError::Unauthorized("invalid or revoked token".into()))
 }
 
-/// The authenticated caller of an API request.
+/// The name of the web UI's session cookie.
+pub const SESSION_COOKIE: &str = "berth_session";
+/// The header that carries the session's CSRF token on state-changing calls.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The value of cookie `name`, if the request carries it.
+pub fn cookie(parts: &Parts, name: &str) -> Option<String> {
+    parts
+        .headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// The user of a web UI session cookie, with the session's CSRF token.
+pub async fn session_caller(
+    state: &AppState,
+    parts: &Parts,
+) -> Result<Option<(Caller, String)>, ApiError> {
+    match cookie(parts, SESSION_COOKIE) {
+        Some(id) if !id.is_empty() && id.len() <= 256 => {
+            Ok(state.store.session(&hash_token(&id)).await?)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The authenticated caller of an API request: `Authorization: Bearer <token>`, or the web
+/// UI's session cookie, in which case a state-changing method must also carry the session's
+/// CSRF token in `X-CSRF-Token`.
 pub struct Auth(pub Caller);
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if parts.headers.get(AUTHORIZATION).is_none()
+            && let Some((caller, csrf)) = session_caller(state, parts).await?
+        {
+            let safe = matches!(
+                parts.method,
+                axum::http::Method::GET | axum::http::Method::HEAD
+            );
+            let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+            if !safe && sent != Some(csrf.as_str()) {
+                return Err(ApiError::Forbidden(
+                    "missing or wrong X-CSRF-Token for a session request".into(),
+                ));
+            }
+            return Ok(Auth(caller));
+        }
         let token = token_from(parts, false)?;
         authenticate(state, &token).await.map(Auth)
     }

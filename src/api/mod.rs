@@ -121,25 +121,27 @@ pub fn openapi_json() -> String {
     openapi().to_pretty_json().unwrap_or_default()
 }
 
-/// Every route, with state.
-pub fn router(state: AppState) -> Router {
+/// Every API route (the caller adds the state).
+pub fn router() -> Router<AppState> {
     let (router, doc) = api_router().split_for_parts();
     let doc = Arc::new(doc.to_pretty_json().unwrap_or_default());
-    router
-        .route(
-            "/api/v1/openapi.json",
-            get(move || {
-                let doc = doc.clone();
-                async move {
-                    (
-                        [(axum::http::header::CONTENT_TYPE, "application/json")],
-                        doc.as_ref().clone(),
-                    )
-                }
-            }),
-        )
-        .fallback(|| async { ApiError::NotFound("no such endpoint".into()).into_response() })
-        .with_state(state)
+    router.route(
+        "/api/v1/openapi.json",
+        get(move || {
+            let doc = doc.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    doc.as_ref().clone(),
+                )
+            }
+        }),
+    )
+}
+
+/// The answer to a path no route serves.
+pub async fn not_found() -> axum::response::Response {
+    ApiError::NotFound("no such endpoint".into()).into_response()
 }
 
 /// Formats a stored time (microseconds since the epoch) as an RFC 3339 UTC string.

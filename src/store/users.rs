@@ -176,3 +176,64 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 }
+
+impl Store {
+    /// Opens a browser session for the holder of `token_id`.
+    pub async fn create_session(
+        &self,
+        id_hash: &str,
+        caller: &Caller,
+        csrf: &str,
+        expires_at: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, user_id, token_id, csrf, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id_hash)
+        .bind(caller.user_id)
+        .bind(caller.token_id.as_str())
+        .bind(csrf)
+        .bind(now_micros())
+        .bind(expires_at)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// The user of a live session, with its CSRF token; `None` when the session expired or
+    /// its API token was revoked.
+    pub async fn session(&self, id_hash: &str) -> Result<Option<(Caller, String)>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT u.id, u.username, u.server_admin, t.id AS token_id, s.csrf \
+             FROM sessions s JOIN users u ON u.id = s.user_id \
+             JOIN api_tokens t ON t.id = s.token_id \
+             WHERE s.id_hash = $1 AND s.expires_at > $2 AND t.revoked_at IS NULL",
+        )
+        .bind(id_hash)
+        .bind(now_micros())
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|row| {
+            Ok((
+                Caller {
+                    user_id: row.try_get("id")?,
+                    username: row.try_get("username")?,
+                    server_admin: row.try_get::<i64, _>("server_admin")? != 0,
+                    token_id: row.try_get("token_id")?,
+                },
+                row.try_get("csrf")?,
+            ))
+        })
+        .transpose()
+    }
+
+    pub async fn delete_session(&self, id_hash: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM sessions WHERE id_hash = $1 OR expires_at < $2")
+            .bind(id_hash)
+            .bind(now_micros())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+}

@@ -625,3 +625,29 @@ impl Store {
         Ok(done.rows_affected())
     }
 }
+
+impl Store {
+    /// Start times and outcomes (true = success) of a webhook's attempts since `since`: the
+    /// raw data of the deliveries chart.
+    pub async fn attempt_outcomes(
+        &self,
+        webhook_id: &str,
+        since: i64,
+    ) -> Result<Vec<(i64, bool)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT a.started_at, a.error_class FROM delivery_attempts a \
+             JOIN deliveries d ON d.id = a.delivery_id \
+             WHERE d.webhook_id = $1 AND a.started_at >= $2",
+        )
+        .bind(webhook_id)
+        .bind(since)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let class: Option<String> = r.try_get("error_class")?;
+                Ok((r.try_get("started_at")?, class.is_none()))
+            })
+            .collect()
+    }
+}

@@ -4,8 +4,11 @@
 mod helpers;
 
 mod access;
+mod browser;
 mod cli;
+mod delivery;
 mod openapi;
 mod registry;
 mod smoke;
+mod webhook_config;
 mod webhooks;

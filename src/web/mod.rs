@@ -1,0 +1,303 @@
+//! The web UI: server-rendered pages (maud) with a small script and stylesheet of our own,
+//! embedded in the binary. Reads render from the store; every action the pages offer is a
+//! call to the REST API from `static/app.js`, authenticated by the session cookie and the
+//! page's CSRF token, so the UI takes exactly the API's code paths.
+
+mod pages;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, SET_COOKIE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use serde::Deserialize;
+
+use crate::api::auth::{SESSION_COOKIE, authenticate, cookie, hash_token, session_caller};
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::store::{Caller, now_micros};
+
+/// How long a browser session lasts.
+const SESSION_HOURS: i64 = 12;
+/// The cookie holding the sign-in form's CSRF token (double submit).
+const LOGIN_CSRF_COOKIE: &str = "berth_login_csrf";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/w/{ws}", get(registry_page))
+        .route("/w/{ws}/m/{model}", get(model_page))
+        .route(
+            "/w/{ws}/m/{model}/webhooks/{id}/deliveries",
+            get(deliveries_page),
+        )
+        .route("/static/app.js", get(app_js))
+        .route("/static/app.css", get(app_css))
+        .route("/favicon.ico", get(favicon))
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A signed-in browser: the user and the session's CSRF token. Pages without one redirect to
+/// the sign-in page.
+pub struct Session {
+    pub caller: Caller,
+    pub csrf: String,
+}
+
+impl FromRequestParts<AppState> for Session {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        match session_caller(state, parts).await {
+            Ok(Some((caller, csrf))) => Ok(Session { caller, csrf }),
+            Ok(None) => Err(Redirect::to("/login").into_response()),
+            Err(e) => Err(e.into_response()),
+        }
+    }
+}
+
+fn cookie_header(name: &str, value: &str, max_age: i64) -> HeaderValue {
+    let text = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}");
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+async fn home(State(state): State<AppState>, parts: Parts) -> Response {
+    match session_caller(&state, &parts).await {
+        Ok(Some((caller, _))) => match state.store.workspaces_of(caller.user_id).await {
+            Ok(list) => match list.first() {
+                Some(ws) => Redirect::to(&format!("/w/{}", ws.name)).into_response(),
+                None => pages::no_workspace(&caller).into_response(),
+            },
+            Err(e) => ApiError::from(e).into_response(),
+        },
+        Ok(None) => Redirect::to("/login").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn login_page() -> Response {
+    let csrf = random_token();
+    let mut resp = pages::login(&csrf, None).into_response();
+    resp.headers_mut()
+        .append(SET_COOKIE, cookie_header(LOGIN_CSRF_COOKIE, &csrf, 3600));
+    resp
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+    csrf: String,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<LoginForm>,
+) -> Response {
+    let (mut parts, ()) = axum::http::Request::new(()).into_parts();
+    parts.headers = headers;
+    let expected = cookie(&parts, LOGIN_CSRF_COOKIE);
+    let retry = |message: &str, status: StatusCode| {
+        let csrf = random_token();
+        let mut resp = (status, pages::login(&csrf, Some(message))).into_response();
+        resp.headers_mut()
+            .append(SET_COOKIE, cookie_header(LOGIN_CSRF_COOKIE, &csrf, 3600));
+        resp
+    };
+    if expected.as_deref() != Some(form.csrf.as_str()) || form.csrf.is_empty() {
+        return retry(
+            "The sign-in form expired. Please try again.",
+            StatusCode::FORBIDDEN,
+        );
+    }
+    let caller = match authenticate(&state, form.token.trim()).await {
+        Ok(c) => c,
+        Err(ApiError::Unauthorized(_)) => {
+            return retry("That token is not valid.", StatusCode::UNAUTHORIZED);
+        }
+        Err(e) => return e.into_response(),
+    };
+    let session_id = random_token();
+    let csrf = random_token();
+    let expires = now_micros() + SESSION_HOURS * 3600 * 1_000_000;
+    if let Err(e) = state
+        .store
+        .create_session(&hash_token(&session_id), &caller, &csrf, expires)
+        .await
+    {
+        return ApiError::from(e).into_response();
+    }
+    let mut resp = Redirect::to("/").into_response();
+    resp.headers_mut().append(
+        SET_COOKIE,
+        cookie_header(SESSION_COOKIE, &session_id, SESSION_HOURS * 3600),
+    );
+    resp.headers_mut()
+        .append(SET_COOKIE, cookie_header(LOGIN_CSRF_COOKIE, "", 0));
+    resp
+}
+
+#[derive(Deserialize)]
+struct LogoutForm {
+    csrf: String,
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<LogoutForm>,
+) -> Response {
+    if form.csrf != session.csrf {
+        return (StatusCode::FORBIDDEN, "wrong CSRF token").into_response();
+    }
+    let (mut parts, ()) = axum::http::Request::new(()).into_parts();
+    parts.headers = headers;
+    if let Some(id) = cookie(&parts, SESSION_COOKIE) {
+        let _ = state.store.delete_session(&hash_token(&id)).await;
+    }
+    let mut resp = Redirect::to("/login").into_response();
+    resp.headers_mut()
+        .append(SET_COOKIE, cookie_header(SESSION_COOKIE, "", 0));
+    resp
+}
+
+#[derive(Deserialize)]
+struct RegistryQuery {
+    name: Option<String>,
+}
+
+async fn registry_page(
+    State(state): State<AppState>,
+    session: Session,
+    Path(ws): Path<String>,
+    Query(q): Query<RegistryQuery>,
+) -> Result<Response, ApiError> {
+    let ws = crate::api::auth::workspace(&state, &session.caller, &ws).await?;
+    let workspaces = state.store.workspaces_of(session.caller.user_id).await?;
+    let models = state
+        .store
+        .list_models(ws.id, None, q.name.as_deref(), 500)
+        .await?;
+    Ok(pages::registry(&session, &workspaces, &ws, &models, q.name.as_deref()).into_response())
+}
+
+#[derive(Deserialize)]
+struct ModelQuery {
+    tab: Option<String>,
+}
+
+async fn model_page(
+    State(state): State<AppState>,
+    session: Session,
+    Path((ws, model)): Path<(String, String)>,
+    Query(q): Query<ModelQuery>,
+) -> Result<Response, ApiError> {
+    let ws = crate::api::auth::workspace(&state, &session.caller, &ws).await?;
+    let (mref, m) = crate::api::auth::model(&state, &ws, &model).await?;
+    let workspaces = state.store.workspaces_of(session.caller.user_id).await?;
+    let tab = if q.tab.as_deref() == Some("webhooks") {
+        pages::Tab::Webhooks
+    } else {
+        pages::Tab::Versions
+    };
+    let data = match tab {
+        pages::Tab::Versions => pages::TabData::Versions {
+            versions: state.store.list_versions(mref.model_id, None, 500).await?,
+            statuses: state.store.statuses(ws.id).await?,
+            pending: state
+                .store
+                .list_workspace_requests(ws.id, Some("pending"), None, 500)
+                .await?
+                .into_iter()
+                .filter(|r| r.model_name == m.name)
+                .collect(),
+        },
+        pages::Tab::Webhooks => pages::TabData::Webhooks {
+            webhooks: state.store.list_webhooks(mref.model_id).await?,
+        },
+    };
+    Ok(pages::model(&session, &workspaces, &ws, &m, tab, &data).into_response())
+}
+
+#[derive(Deserialize)]
+struct DeliveriesQuery {
+    state: Option<String>,
+}
+
+async fn deliveries_page(
+    State(state): State<AppState>,
+    session: Session,
+    Path((ws, model, id)): Path<(String, String, String)>,
+    Query(q): Query<DeliveriesQuery>,
+) -> Result<Response, ApiError> {
+    let ws = crate::api::auth::workspace(&state, &session.caller, &ws).await?;
+    let (mref, m) = crate::api::auth::model(&state, &ws, &model).await?;
+    let hook = state
+        .store
+        .get_webhook(mref.model_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook"))?;
+    let filter = q
+        .state
+        .filter(|s| matches!(s.as_str(), "pending" | "succeeded" | "failed"));
+    let deliveries = state
+        .store
+        .list_deliveries(&hook.id, filter.as_deref(), None, 200)
+        .await?;
+    let now = now_micros();
+    let outcomes = state
+        .store
+        .attempt_outcomes(&hook.id, now - 24 * 3600 * 1_000_000)
+        .await?;
+    let workspaces = state.store.workspaces_of(session.caller.user_id).await?;
+    Ok(pages::deliveries(
+        &session,
+        &workspaces,
+        &ws,
+        &m,
+        &hook,
+        &deliveries,
+        &pages::hourly(&outcomes, now),
+        filter.as_deref(),
+    )
+    .into_response())
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    (
+        [(CONTENT_TYPE, content_type), (CACHE_CONTROL, "no-cache")],
+        body,
+    )
+        .into_response()
+}
+
+async fn app_js() -> Response {
+    asset(
+        include_str!("../../static/app.js"),
+        "text/javascript; charset=utf-8",
+    )
+}
+
+async fn app_css() -> Response {
+    asset(
+        include_str!("../../static/app.css"),
+        "text/css; charset=utf-8",
+    )
+}
+
+async fn favicon() -> Response {
+    asset(include_str!("../../static/favicon.svg"), "image/svg+xml")
+}

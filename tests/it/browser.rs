@@ -1,0 +1,546 @@
+//! The web UI in a real Chromium (Debian's `chromium`, headless), driven over CDP against a
+//! real `berth` on 127.0.0.1 and a real webhook receiver: sign in, create a model and a
+//! version, create a webhook in the modal, test it, copy the full response, edit it, receive
+//! a real event, open its delivery, redeliver, disable, delete. A console error or an asset
+//! that fails to load fails the test. Screenshots land in `target/screenshots/`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chromiumoxide::browser::{Browser, BrowserConfig};
+use chromiumoxide::cdp::browser_protocol::browser::{
+    PermissionDescriptor, PermissionSetting, SetPermissionParams,
+};
+use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
+use chromiumoxide::cdp::browser_protocol::network::{EventLoadingFailed, EventResponseReceived};
+use chromiumoxide::cdp::js_protocol::runtime::{
+    ConsoleApiCalledType, EventConsoleApiCalled, EventExceptionThrown,
+};
+use chromiumoxide::handler::viewport::Viewport;
+use chromiumoxide::page::{Page, ScreenshotParams};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN_TOKEN, Backend, TestApp, TestReceiver};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+struct Ui {
+    page: Page,
+    base: String,
+    problems: Arc<Mutex<Vec<String>>>,
+    shots: std::path::PathBuf,
+}
+
+impl Ui {
+    async fn goto(&self, path: &str) {
+        self.page
+            .goto(format!("{}{path}", self.base))
+            .await
+            .unwrap_or_else(|e| panic!("goto {path}: {e}"));
+        self.wait_until("document.readyState === 'complete'").await;
+    }
+
+    /// Polls a JS boolean expression until it holds (10 s), tolerating page reloads.
+    async fn wait_until(&self, condition: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(r) = self.page.evaluate(format!("!!({condition})")).await
+                && r.into_value::<bool>().unwrap_or(false)
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for: {condition}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn eval(&self, expr: &str) -> Value {
+        self.page
+            .evaluate(expr.to_owned())
+            .await
+            .unwrap_or_else(|e| panic!("eval {expr}: {e}"))
+            .into_value::<Value>()
+            .unwrap_or(Value::Null)
+    }
+
+    async fn click(&self, css: &str) {
+        self.wait_until(&format!("document.querySelector({css:?})"))
+            .await;
+        self.page
+            .find_element(css)
+            .await
+            .unwrap_or_else(|e| panic!("find {css}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        self.wait_until(&format!("document.querySelector({css:?})"))
+            .await;
+        let el = self.page.find_element(css).await.expect("element");
+        el.click().await.expect("focus");
+        el.type_str(text).await.expect("type");
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.wait_until(&format!("document.querySelector({css:?})"))
+            .await;
+        self.eval(&format!("document.querySelector({css:?}).innerText"))
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    async fn shot(&self, name: &str) {
+        let _ = self.page.evaluate("window.scrollTo(0, 0)").await;
+        let png = self
+            .page
+            .screenshot(ScreenshotParams::builder().full_page(true).build())
+            .await
+            .expect("screenshot");
+        std::fs::write(self.shots.join(format!("{name}.png")), png).expect("write screenshot");
+    }
+
+    fn assert_clean(&self) {
+        let problems = self.problems.lock().expect("lock").clone();
+        assert!(problems.is_empty(), "the browser reported: {problems:#?}");
+    }
+}
+
+async fn launch(app: &TestApp) -> (Browser, Ui, tokio::task::JoinHandle<()>) {
+    assert!(
+        std::path::Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: scripts/test.sh installs it (apt-get install chromium)"
+    );
+    let profile = tempfile::tempdir().expect("profile dir").keep();
+    let config = BrowserConfig::builder()
+        .chrome_executable(CHROMIUM)
+        .no_sandbox()
+        .user_data_dir(&profile)
+        .args([
+            "--headless",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+        ])
+        .window_size(1280, 800)
+        .viewport(Viewport {
+            width: 1280,
+            height: 800,
+            ..Viewport::default()
+        })
+        .request_timeout(Duration::from_secs(30))
+        .build()
+        .expect("browser config");
+    let (browser, mut handler) = Browser::launch(config).await.expect("launch chromium");
+    let handle = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    let page = browser.new_page("about:blank").await.expect("new page");
+    let problems = Arc::new(Mutex::new(Vec::new()));
+
+    let mut console = page
+        .event_listener::<EventConsoleApiCalled>()
+        .await
+        .expect("console events");
+    let p = problems.clone();
+    tokio::spawn(async move {
+        while let Some(e) = console.next().await {
+            if matches!(
+                e.r#type,
+                ConsoleApiCalledType::Error | ConsoleApiCalledType::Assert
+            ) {
+                let text: Vec<String> = e
+                    .args
+                    .iter()
+                    .map(|a| {
+                        a.value
+                            .as_ref()
+                            .map(|v| v.to_string())
+                            .or_else(|| a.description.clone())
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                p.lock()
+                    .expect("lock")
+                    .push(format!("console.error: {}", text.join(" ")));
+            }
+        }
+    });
+    let mut exceptions = page
+        .event_listener::<EventExceptionThrown>()
+        .await
+        .expect("exception events");
+    let p = problems.clone();
+    tokio::spawn(async move {
+        while let Some(e) = exceptions.next().await {
+            p.lock()
+                .expect("lock")
+                .push(format!("exception: {}", e.exception_details.text));
+        }
+    });
+    let mut responses = page
+        .event_listener::<EventResponseReceived>()
+        .await
+        .expect("response events");
+    let p = problems.clone();
+    tokio::spawn(async move {
+        while let Some(e) = responses.next().await {
+            let url = &e.response.url;
+            let asset = url.contains("/static/") || url.ends_with("favicon.ico");
+            if asset && e.response.status >= 400 {
+                p.lock()
+                    .expect("lock")
+                    .push(format!("asset {url} answered {}", e.response.status));
+            }
+        }
+    });
+    let mut failed = page
+        .event_listener::<EventLoadingFailed>()
+        .await
+        .expect("loading events");
+    let p = problems.clone();
+    tokio::spawn(async move {
+        while let Some(e) = failed.next().await {
+            if !e.canceled.unwrap_or(false) {
+                p.lock()
+                    .expect("lock")
+                    .push(format!("load failed: {}", e.error_text));
+            }
+        }
+    });
+
+    for name in ["clipboard-read", "clipboard-write"] {
+        let params = SetPermissionParams::builder()
+            .permission(PermissionDescriptor::new(name))
+            .setting(PermissionSetting::Granted)
+            .origin(app.base.clone())
+            .build()
+            .expect("permission params");
+        browser
+            .execute(params)
+            .await
+            .expect("grant clipboard permission");
+    }
+
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    let ui = Ui {
+        page,
+        base: app.base.clone(),
+        problems,
+        shots,
+    };
+    (browser, ui, handle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ui_end_to_end_in_chromium() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let rx = TestReceiver::start().await;
+    app.workspace("acme").await;
+    let (mut browser, ui, handler) = launch(&app).await;
+
+    // Sign in.
+    ui.goto("/").await;
+    ui.wait_until("location.pathname === '/login'").await;
+    ui.shot("01-sign-in").await;
+    ui.type_into("#token", ADMIN_TOKEN).await;
+    ui.click("#sign-in").await;
+    ui.wait_until("location.pathname === '/w/acme'").await;
+    ui.wait_until("document.querySelector('#ws-switch')").await;
+
+    // Create a model on the Model Registry page.
+    ui.click("#create-model-open").await;
+    ui.type_into("#model-name", "fraud-detector").await;
+    ui.type_into("#model-description", "Scores card transactions")
+        .await;
+    ui.click("#create-model-form button[type=submit]").await;
+    ui.wait_until("location.pathname === '/w/acme/m/fraud-detector'")
+        .await;
+
+    // Add a version on the Versions tab.
+    ui.type_into("#v-version", "1.0.0").await;
+    ui.type_into("#v-tags", "nlp, candidate").await;
+    ui.type_into("#v-exp", "711e50b9e477498b91d32c024ffc802e")
+        .await;
+    ui.click("#add-version-form button[type=submit]").await;
+    ui.wait_until("document.querySelector('tr[data-version=\"1.0.0\"]')")
+        .await;
+    ui.shot("03-model-versions").await;
+    // A bad version is refused beside its field, and the form keeps what was typed.
+    ui.type_into("#v-version", "not-semver").await;
+    ui.click("#add-version-form button[type=submit]").await;
+    ui.wait_until("document.querySelector('.field-error[data-for=version]').innerText.includes('semantic version')")
+        .await;
+    assert_eq!(
+        ui.eval("document.querySelector('#v-version').value").await,
+        "not-semver"
+    );
+
+    // The registry lists the model with its latest version.
+    ui.goto("/w/acme").await;
+    let row = ui.text("#models tbody tr").await;
+    assert!(
+        row.contains("fraud-detector") && row.contains("1.0.0"),
+        "{row}"
+    );
+    ui.shot("02-model-registry").await;
+
+    // Create a webhook in the modal: two headers and a secret.
+    ui.goto("/w/acme/m/fraud-detector?tab=webhooks").await;
+    ui.click("#create-webhook").await;
+    ui.wait_until("!document.querySelector('#webhook-modal').hidden")
+        .await;
+    ui.type_into("#wh-name", "ci-hook").await;
+    ui.type_into("#wh-url", &format!("{}/hook", rx.url)).await;
+    ui.type_into("#wh-secret", "s3cret-from-ui").await;
+    ui.click("input[name=triggers][value=MODEL_VERSION_CREATED]")
+        .await;
+    ui.click("input[name=triggers][value=MODEL_TAG_CHANGED]")
+        .await;
+    ui.click("#add-header").await;
+    ui.click("#add-header").await;
+    ui.type_into(".header-row:nth-child(1) .h-name", "X-Team")
+        .await;
+    ui.type_into(".header-row:nth-child(1) .h-value", "ml-platform")
+        .await;
+    ui.type_into(".header-row:nth-child(2) .h-name", "X-Env")
+        .await;
+    ui.type_into(".header-row:nth-child(2) .h-value", "staging")
+        .await;
+    ui.click("#wh-github").await;
+    let snippet = ui.text("#gh-snippet").await;
+    assert!(
+        snippet.contains("repository_dispatch")
+            && snippet.contains("MODEL_VERSION_CREATED, MODEL_TAG_CHANGED"),
+        "{snippet}"
+    );
+    ui.shot("04-webhook-modal-github").await;
+    // With GitHub Actions on, our receiver URL is refused beside the URL field.
+    ui.click("#wh-save").await;
+    ui.wait_until(
+        "document.querySelector('.field-error[data-for=url]').innerText.includes('GitHub')",
+    )
+    .await;
+    ui.click("#wh-github").await;
+    ui.shot("05-webhook-modal").await;
+    ui.click("#wh-save").await;
+    ui.wait_until("document.querySelector('tr[data-webhook]')")
+        .await;
+    let row = ui.text("tr[data-webhook]").await;
+    assert!(row.contains("ci-hook") && row.contains("enabled"), "{row}");
+    ui.shot("06-webhooks-tab").await;
+
+    // Test it from the ⋮ menu, opened with the keyboard.
+    ui.page
+        .find_element("tr[data-webhook] .kebab")
+        .await
+        .expect("kebab")
+        .focus()
+        .await
+        .expect("focus");
+    ui.page
+        .find_element("tr[data-webhook] .kebab")
+        .await
+        .expect("kebab")
+        .press_key("Enter")
+        .await
+        .expect("enter");
+    ui.wait_until("!document.querySelector('tr[data-webhook] .menu-items').hidden")
+        .await;
+    ui.click("tr[data-webhook] [data-action=test]").await;
+    ui.wait_until("document.querySelector('tr[data-webhook] [data-test-badge]')")
+        .await;
+    let badge = ui
+        .eval("document.querySelector('tr[data-webhook] [data-test-badge]').dataset.testBadge")
+        .await;
+    assert_eq!(badge, "success");
+    let tip = ui.text("tr[data-webhook] .tooltip").await;
+    assert!(tip.contains("Status: 200"), "{tip}");
+    assert!(tip.contains("Duration:"), "{tip}");
+    ui.shot("07-test-tooltip").await;
+    let got = rx.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].json()["eventTrigger"], "TEST");
+    assert_eq!(
+        got[0].header("authorization").as_deref(),
+        Some("s3cret-from-ui")
+    );
+    assert_eq!(got[0].header("x-team").as_deref(), Some("ml-platform"));
+    assert_eq!(got[0].header("x-env").as_deref(), Some("staging"));
+
+    // Copy full response: the clipboard holds the whole JSON result.
+    ui.click("tr[data-webhook] [data-copy-response]").await;
+    let copied = ui
+        .page
+        .evaluate_function("async () => await navigator.clipboard.readText()")
+        .await
+        .expect("read clipboard")
+        .into_value::<String>()
+        .expect("clipboard text");
+    let copied: Value = serde_json::from_str(&copied).expect("clipboard holds JSON");
+    assert_eq!(copied["success"], true);
+    assert_eq!(copied["statusCode"], 200);
+    assert!(copied["request"]["headers"]["Authorization"] == "********");
+    assert_eq!(copied["response"]["body"], "ok");
+
+    // A failing test shows a failure badge with the status and the body.
+    rx.script([crate::helpers::Reply::status(500).body("receiver exploded")]);
+    ui.click("tr[data-webhook] .kebab").await;
+    ui.click("tr[data-webhook] [data-action=test]").await;
+    ui.wait_until("document.querySelector('tr[data-webhook] [data-test-badge=failure]')")
+        .await;
+    let tip = ui.text("tr[data-webhook] .tooltip").await;
+    assert!(
+        tip.contains("500") && tip.contains("receiver exploded"),
+        "{tip}"
+    );
+    ui.shot("08-test-failure-tooltip").await;
+
+    // Edit: rename, keep the secret (blank field), and test from the modal.
+    ui.click("tr[data-webhook] .kebab").await;
+    ui.click("tr[data-webhook] [data-action=edit]").await;
+    ui.wait_until("!document.querySelector('#webhook-modal').hidden")
+        .await;
+    assert_eq!(
+        ui.eval("document.querySelector('#wh-name').value").await,
+        "ci-hook"
+    );
+    ui.eval("document.querySelector('#wh-name').value = ''")
+        .await;
+    ui.type_into("#wh-name", "ci-hook-renamed").await;
+    ui.click("#wh-test").await;
+    ui.wait_until("document.querySelector('#modal-test-result [data-test-badge=success]')")
+        .await;
+    ui.click("#wh-save").await;
+    ui.wait_until("document.querySelector('tr[data-webhook]') && document.querySelector('tr[data-webhook]').innerText.includes('ci-hook-renamed')")
+        .await;
+    let n = rx.received().len();
+    let got = rx.wait_for(n, Duration::from_secs(1)).await;
+    assert_eq!(
+        got.last()
+            .and_then(|r| r.header("authorization"))
+            .as_deref(),
+        Some("s3cret-from-ui"),
+        "the stored secret is still sent after an edit"
+    );
+
+    // A real event: add a version in the UI; the webhook receives it.
+    ui.goto("/w/acme/m/fraud-detector").await;
+    ui.type_into("#v-version", "1.1.0").await;
+    ui.click("#add-version-form button[type=submit]").await;
+    let before = n;
+    let got = rx.wait_for(before + 1, Duration::from_secs(10)).await;
+    let event = got
+        .iter()
+        .find(|r| r.json()["eventTrigger"] == "MODEL_VERSION_CREATED")
+        .expect("a MODEL_VERSION_CREATED delivery");
+    assert_eq!(event.json()["version"], "1.1.0");
+    let webhook_id = event.header("webhook-id").expect("webhook-id");
+
+    // Its delivery, opened; then redelivered with the same webhook-id.
+    let hooks_path = "/api/v1/workspaces/acme/models/fraud-detector/webhooks";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, list) = app.get(ADMIN_TOKEN, hooks_path).await;
+        if list["items"][0]["lastDelivery"]["state"] == "succeeded" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "delivery not recorded: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ui.goto("/w/acme/m/fraud-detector?tab=webhooks").await;
+    ui.wait_until("document.querySelector('tr[data-webhook]').innerText.includes('succeeded')")
+        .await;
+    ui.click("tr[data-webhook] .kebab").await;
+    ui.click("tr[data-webhook] [data-action=deliveries]").await;
+    ui.wait_until("location.pathname.endsWith('/deliveries')")
+        .await;
+    ui.wait_until("document.querySelector('#delivery-chart')")
+        .await;
+    ui.click("tr.delivery").await;
+    ui.wait_until("!document.querySelector('#delivery-detail').hidden")
+        .await;
+    let detail = ui.text("#delivery-detail").await;
+    assert!(detail.contains("MODEL_VERSION_CREATED"), "{detail}");
+    assert!(detail.contains("Authorization: ********"), "{detail}");
+    assert!(
+        !detail.contains("s3cret-from-ui"),
+        "the secret is never shown"
+    );
+    ui.shot("09-deliveries").await;
+    let count = rx.received().len();
+    ui.click("#redeliver").await;
+    let got = rx.wait_for(count + 1, Duration::from_secs(10)).await;
+    assert_eq!(
+        got.last().and_then(|r| r.header("webhook-id")),
+        Some(webhook_id),
+        "redelivery keeps the webhook-id"
+    );
+
+    // Disable, then delete with a confirmation.
+    ui.goto("/w/acme/m/fraud-detector?tab=webhooks").await;
+    ui.click("tr[data-webhook] .kebab").await;
+    ui.click("tr[data-webhook] [data-action=toggle]").await;
+    ui.wait_until("document.querySelector('tr[data-webhook]').innerText.includes('disabled')")
+        .await;
+    ui.click("tr[data-webhook] .kebab").await;
+    ui.click("tr[data-webhook] [data-action=delete]").await;
+    ui.wait_until("document.querySelector('#confirm-dialog')")
+        .await;
+    ui.shot("10-delete-confirmation").await;
+    ui.click("#confirm-yes").await;
+    ui.wait_until("!document.querySelector('tr[data-webhook]')")
+        .await;
+    let (_, list) = app
+        .get(
+            ADMIN_TOKEN,
+            "/api/v1/workspaces/acme/models/fraud-detector/webhooks",
+        )
+        .await;
+    assert_eq!(list["items"], json!([]));
+
+    // Readable at phone width.
+    ui.page
+        .execute(
+            SetDeviceMetricsOverrideParams::builder()
+                .width(390)
+                .height(844)
+                .device_scale_factor(2.0)
+                .mobile(true)
+                .build()
+                .expect("metrics"),
+        )
+        .await
+        .expect("phone viewport");
+    ui.goto("/w/acme/m/fraud-detector").await;
+    ui.shot("11-phone-model-page").await;
+    let overflow = ui
+        .eval("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        .await;
+    assert_eq!(
+        overflow, true,
+        "no horizontal scrolling of the page at phone width"
+    );
+
+    // Sign out.
+    ui.click("#sign-out").await;
+    ui.wait_until("location.pathname === '/login'").await;
+
+    ui.assert_clean();
+    let _ = browser.close().await;
+    let _ = browser.wait().await;
+    handler.abort();
+    app.stop().await;
+}

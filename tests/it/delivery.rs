@@ -1,0 +1,1 @@
+//! Delivery end to end.
