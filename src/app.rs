@@ -157,7 +157,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let grace = state.settings.shutdown_grace;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(state.worker.clone().run(stop_rx, grace));
+    let worker = tokio::spawn(state.worker.clone().run(stop_rx.clone(), grace));
+    if let Database::Postgres(url) = &state.settings.database {
+        tokio::spawn(listen_for_deliveries(
+            url.clone(),
+            state.store.clone(),
+            stop_rx,
+        ));
+    }
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -167,6 +174,43 @@ pub async fn run(
         .context("serving HTTP");
     let _ = worker.await;
     served
+}
+
+/// On PostgreSQL, wakes this node's worker when any node commits deliveries (`NOTIFY
+/// berth_deliveries`, sent by the committing transaction), so several nodes share one queue
+/// without polling fast. Reconnects on its own; the worker's slow poll covers any gap.
+async fn listen_for_deliveries(
+    url: String,
+    store: Store,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match sqlx::postgres::PgListener::connect(&url).await {
+            Ok(mut listener) => match listener.listen("berth_deliveries").await {
+                Ok(()) => loop {
+                    tokio::select! {
+                        n = listener.recv() => match n {
+                            Ok(_) => store.wake_worker(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "delivery notifications interrupted");
+                                break;
+                            }
+                        },
+                        _ = stop.changed() => return,
+                    }
+                },
+                Err(e) => tracing::warn!(error = %e, "cannot LISTEN for deliveries"),
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot connect to LISTEN for deliveries"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
 }
 
 /// Prepares the store and binds the listener: everything `serve` does before it serves.

@@ -25,7 +25,9 @@ async fn main() -> std::process::ExitCode {
             Err(e) => Err(e),
         },
         Command::Openapi => {
-            println!("{}", berth::api::openapi_json());
+            use std::io::Write;
+            // A closed pipe (`berth openapi | head`) is not an error worth a panic.
+            let _ = writeln!(std::io::stdout(), "{}", berth::api::openapi_json());
             Ok(())
         }
         Command::Migrate(over) => match Settings::resolve(&over) {
@@ -36,7 +38,6 @@ async fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("berth: {e:#}");
             std::process::ExitCode::FAILURE
         }

@@ -19,7 +19,7 @@ CREATE INDEX api_tokens_user ON api_tokens(user_id);
 
 CREATE TABLE workspaces (
     id         BIGINT  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    name       TEXT    NOT NULL UNIQUE,
+    name       TEXT    COLLATE "C" NOT NULL UNIQUE,
     statuses   TEXT    NOT NULL,
     created_at BIGINT  NOT NULL
 );

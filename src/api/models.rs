@@ -14,7 +14,7 @@ use super::{ErrorResponses, rfc3339};
 use crate::app::AppState;
 use crate::domain::{ModelName, check_text};
 use crate::error::ApiError;
-use crate::store::{Model, ModelPatch};
+use crate::store::{DeleteModel, Model, ModelPatch};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -200,7 +200,8 @@ async fn patch_model(
     Ok(Json(m.into()))
 }
 
-/// Delete a model (workspace admins). 409 while it has versions.
+/// Delete a model and its webhooks (workspace admins). 409 while it has versions, or while
+/// its webhooks still have deliveries to make.
 #[utoipa::path(delete, path = "/api/v1/workspaces/{ws}/models/{model}", tag = "models",
     params(("ws" = String, Path, description = "Workspace name"),
            ("model" = String, Path, description = "Model name")),
@@ -213,12 +214,18 @@ async fn delete_model(
     let ws = workspace(&state, &caller, &ws).await?;
     let (mref, _) = model(&state, &ws, &name).await?;
     require_ws_admin(&ws, "delete models")?;
-    if state.store.delete_model(&mref).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::conflict(
+    match state.store.delete_model(&mref).await? {
+        DeleteModel::Deleted => Ok(StatusCode::NO_CONTENT),
+        DeleteModel::HasVersions => Err(ApiError::conflict(
             "model",
             "the model still has versions; delete them first",
-        ))
+        )),
+        DeleteModel::PendingDeliveries(n) => Err(ApiError::conflict(
+            "model",
+            format!(
+                "the model's webhooks still have {n} pending deliveries; wait for them, or \
+                 delete the webhooks first"
+            ),
+        )),
     }
 }

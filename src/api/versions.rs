@@ -555,6 +555,24 @@ async fn decide(
             "reject status requests"
         },
     )?;
+    if approve
+        && let Some(r) = state.store.get_request(ws.id, id).await?
+        && r.state == "pending"
+        && !state
+            .store
+            .statuses(ws.id)
+            .await?
+            .iter()
+            .any(|s| s.name == r.status)
+    {
+        return Err(ApiError::conflict(
+            "status",
+            format!(
+                "status `{}` no longer exists in this workspace; reject the request instead",
+                r.status
+            ),
+        ));
+    }
     match state
         .store
         .decide_request((ws.id, &ws.name), id, approve, &caller.username)

@@ -51,6 +51,8 @@ pub enum ErrorClass {
     Blocked,
     Redirect,
     HttpStatus,
+    /// Berth could not prepare the request (see the attempt's error).
+    Internal,
 }
 
 impl ErrorClass {
@@ -63,6 +65,7 @@ impl ErrorClass {
             ErrorClass::Blocked => "blocked",
             ErrorClass::Redirect => "redirect",
             ErrorClass::HttpStatus => "http_status",
+            ErrorClass::Internal => "internal",
         }
     }
 }
@@ -81,6 +84,20 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// An attempt that never left Berth.
+    pub fn internal(message: String) -> Outcome {
+        Outcome {
+            started_at: crate::store::now_micros(),
+            duration_ms: 0,
+            status_code: None,
+            error_class: Some(ErrorClass::Internal),
+            error: Some(message),
+            response_headers: Vec::new(),
+            response_body: String::new(),
+            retry_after: None,
+        }
+    }
+
     pub fn succeeded(&self) -> bool {
         self.error_class.is_none()
     }

@@ -11,7 +11,7 @@ const BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-const OUTCOMES: [&str; 8] = [
+const OUTCOMES: [&str; 9] = [
     "success",
     "timeout",
     "connect",
@@ -20,11 +20,12 @@ const OUTCOMES: [&str; 8] = [
     "blocked",
     "redirect",
     "http_status",
+    "internal",
 ];
 
 #[derive(Default)]
 pub struct Metrics {
-    attempts: [AtomicU64; 8],
+    attempts: [AtomicU64; 9],
     buckets: [AtomicU64; 12],
     count: AtomicU64,
     sum_micros: AtomicU64,
@@ -42,6 +43,7 @@ impl Metrics {
             Some(ErrorClass::Blocked) => 5,
             Some(ErrorClass::Redirect) => 6,
             Some(ErrorClass::HttpStatus) => 7,
+            Some(ErrorClass::Internal) => 8,
         };
         self.attempts[index].fetch_add(1, Ordering::Relaxed);
         let secs = o.duration_ms as f64 / 1000.0;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 
 use super::crypto::SecretBox;
-use super::http::{self, Sender, Target};
+use super::http::{self, Outcome, Sender, Target};
 use super::metrics::Metrics;
 use super::schedule::RetrySchedule;
 use crate::domain::EventPayload;
@@ -196,24 +196,31 @@ impl Worker {
     async fn attempt(&self, d: ClaimedDelivery) {
         let config = &self.inner.config;
         let attempt_no = d.attempt_count + 1;
-        let payload: EventPayload = match serde_json::from_str(&d.payload) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(delivery = %d.id, error = %e, "stored payload is unreadable");
-                return;
-            }
-        };
-        let target = match target_of(&self.inner.secrets, &d.webhook) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(delivery = %d.id, webhook = %d.webhook.id, error = %e,
-                    "cannot decrypt the webhook's secrets; is BERTH_SECRET_KEY right?");
-                return;
-            }
-        };
+        // A delivery that cannot be prepared (unreadable payload, a secret that does not
+        // decrypt) is recorded as a failed attempt of class `internal` and retried on the
+        // schedule like any other failure, never silently dropped or spun on.
+        let prepared = serde_json::from_str::<EventPayload>(&d.payload)
+            .map_err(|e| format!("the stored payload is unreadable: {e}"))
+            .and_then(|p| {
+                target_of(&self.inner.secrets, &d.webhook)
+                    .map(|t| (p, t))
+                    .map_err(|e| {
+                        format!("cannot open the webhook's secrets ({e}); check BERTH_SECRET_KEY")
+                    })
+            });
         let timestamp = now_micros().div_euclid(1_000_000);
-        let req = http::build(&target, &d.id, &payload, attempt_no, timestamp);
-        let outcome = self.inner.sender.send(&req, target.github_actions).await;
+        let (req, outcome) = match prepared {
+            Ok((payload, target)) => {
+                let req = http::build(&target, &d.id, &payload, attempt_no, timestamp);
+                let outcome = self.inner.sender.send(&req, target.github_actions).await;
+                (Some(req), outcome)
+            }
+            Err(message) => {
+                tracing::error!(delivery = %d.id, webhook = %d.webhook.id, error = %message,
+                    "cannot prepare the delivery");
+                (None, Outcome::internal(message))
+            }
+        };
         self.inner.metrics.observe(&outcome);
 
         let gone = outcome.status_code == Some(410);
@@ -253,9 +260,15 @@ impl Worker {
                 status_code: outcome.status_code.map(i64::from),
                 error_class: outcome.error_class.map(|c| c.as_str().to_owned()),
                 error: outcome.error.clone(),
-                request_url: req.url.to_string(),
-                request_headers: serde_json::to_string(&http::masked(&req.headers))
-                    .unwrap_or_default(),
+                request_url: req
+                    .as_ref()
+                    .map_or_else(|| d.webhook.url.clone(), |r| r.url.to_string()),
+                request_headers: serde_json::to_string(
+                    &req.as_ref()
+                        .map(|r| http::masked(&r.headers))
+                        .unwrap_or_default(),
+                )
+                .unwrap_or_default(),
                 response_headers: Some(
                     serde_json::to_string(&outcome.response_headers).unwrap_or_default(),
                 ),

@@ -35,7 +35,7 @@ use sqlx::{AnyPool, Executor};
 use tokio::sync::Notify;
 
 pub use events::{EventCursor, EventRecord};
-pub use models::{Model, ModelPatch};
+pub use models::{DeleteModel, Model, ModelPatch};
 pub use users::{Caller, TokenInfo, User};
 pub use versions::{
     Decision, NewVersion, StatusRequest, StatusRequestCursor, Version, VersionCursor,

@@ -15,6 +15,15 @@ pub struct Model {
     pub latest: Option<(String, Option<String>, Vec<String>)>,
 }
 
+/// What became of a model deletion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteModel {
+    Deleted,
+    HasVersions,
+    /// Its webhooks still have this many deliveries to make.
+    PendingDeliveries(i64),
+}
+
 /// A partial update of a model.
 #[derive(Debug, Clone, Default)]
 pub struct ModelPatch {
@@ -152,8 +161,9 @@ impl Store {
         model_from_row(&row)
     }
 
-    /// Deletes a model that has no versions. `Ok(false)` when it still has some.
-    pub async fn delete_model(&self, model: &ModelRef) -> Result<bool, sqlx::Error> {
+    /// Deletes a model (and its webhooks) that has no versions and no delivery still pending,
+    /// so that no event is lost with it.
+    pub async fn delete_model(&self, model: &ModelRef) -> Result<DeleteModel, sqlx::Error> {
         let mut tx = self.begin().await?;
         // Lock the model row: a concurrent version insert (which checks the foreign key)
         // then waits for this transaction instead of slipping in between.
@@ -167,13 +177,24 @@ impl Store {
             .await?
             .try_get("n")?;
         if n > 0 {
-            return Ok(false);
+            return Ok(DeleteModel::HasVersions);
+        }
+        let pending: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+             WHERE w.model_id = $1 AND d.state = 'pending'",
+        )
+        .bind(model.model_id)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        if pending > 0 {
+            return Ok(DeleteModel::PendingDeliveries(pending));
         }
         sqlx::query("DELETE FROM models WHERE id = $1")
             .bind(model.model_id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(DeleteModel::Deleted)
     }
 }

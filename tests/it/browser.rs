@@ -50,12 +50,29 @@ impl Ui {
             {
                 return;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for: {condition}"
-            );
+            if tokio::time::Instant::now() >= deadline {
+                let page = self
+                    .page
+                    .evaluate("document.body ? document.body.innerText : ''")
+                    .await
+                    .ok()
+                    .and_then(|r| r.into_value::<String>().ok())
+                    .unwrap_or_default();
+                panic!("timed out waiting for: {condition}\n--- page text ---\n{page}");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Marks the current document, so `wait_reloaded` can tell when a new one replaced it.
+    async fn mark(&self) {
+        self.eval("window.__berthMark = true").await;
+    }
+
+    /// Waits until the marked document was replaced (the page reloaded after an action).
+    async fn wait_reloaded(&self) {
+        self.wait_until("!window.__berthMark && document.readyState === 'complete'")
+            .await;
     }
 
     async fn eval(&self, expr: &str) -> Value {
@@ -286,6 +303,40 @@ async fn the_ui_end_to_end_in_chromium() {
         "not-semver"
     );
 
+    // Set a status from the select; a member's request for Production shows up for the admin
+    // with Approve, which sets it.
+    ui.mark().await;
+    ui.eval(
+        "(() => { const s = document.querySelector('.status-select[data-version=\"1.0.0\"]'); \
+         s.value = 'Staging'; s.dispatchEvent(new Event('change')); })()",
+    )
+    .await;
+    ui.wait_reloaded().await;
+    assert_eq!(
+        ui.eval("document.querySelector('.status-select[data-version=\"1.0.0\"]').value")
+            .await,
+        "Staging"
+    );
+    let member = app.user("mia").await;
+    app.add_member("acme", "mia", "member").await;
+    let (s, _) = app
+        .post(
+            &member,
+            "/api/v1/workspaces/acme/models/fraud-detector/versions/1.0.0/status-requests",
+            json!({"status": "Production", "comment": "ready"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    ui.goto("/w/acme/m/fraud-detector").await;
+    let pending = ui.text("#pending-requests").await;
+    assert!(
+        pending.contains("Production") && pending.contains("mia"),
+        "{pending}"
+    );
+    ui.click("#pending-requests [data-approve]").await;
+    ui.wait_until("!document.querySelector('#pending-requests') && document.querySelector('.status-select[data-version=\"1.0.0\"]').value === 'Production'")
+        .await;
+
     // The registry lists the model with its latest version.
     ui.goto("/w/acme").await;
     let row = ui.text("#models tbody tr").await;
@@ -333,6 +384,23 @@ async fn the_ui_end_to_end_in_chromium() {
     .await;
     ui.click("#wh-github").await;
     ui.shot("05-webhook-modal").await;
+    // Tab from the last control wraps to the first: focus stays in the modal.
+    ui.page
+        .find_element("#wh-save")
+        .await
+        .expect("save")
+        .focus()
+        .await
+        .expect("focus");
+    ui.page
+        .find_element("#wh-save")
+        .await
+        .expect("save")
+        .press_key("Tab")
+        .await
+        .expect("tab");
+    ui.wait_until("document.querySelector('#webhook-modal').contains(document.activeElement)")
+        .await;
     ui.click("#wh-save").await;
     ui.wait_until("document.querySelector('tr[data-webhook]')")
         .await;
@@ -405,6 +473,20 @@ async fn the_ui_end_to_end_in_chromium() {
     );
     ui.shot("08-test-failure-tooltip").await;
 
+    // Escape closes the modal.
+    ui.click("#create-webhook").await;
+    ui.wait_until("!document.querySelector('#webhook-modal').hidden")
+        .await;
+    ui.page
+        .find_element("#wh-name")
+        .await
+        .expect("name")
+        .press_key("Escape")
+        .await
+        .expect("escape");
+    ui.wait_until("document.querySelector('#webhook-modal').hidden")
+        .await;
+
     // Edit: rename, keep the secret (blank field), and test from the modal.
     ui.click("tr[data-webhook] .kebab").await;
     ui.click("tr[data-webhook] [data-action=edit]").await;
@@ -436,7 +518,9 @@ async fn the_ui_end_to_end_in_chromium() {
     // A real event: add a version in the UI; the webhook receives it.
     ui.goto("/w/acme/m/fraud-detector").await;
     ui.type_into("#v-version", "1.1.0").await;
+    ui.mark().await;
     ui.click("#add-version-form button[type=submit]").await;
+    ui.wait_reloaded().await;
     let before = n;
     let got = rx.wait_for(before + 1, Duration::from_secs(10)).await;
     let event = got
@@ -481,7 +565,9 @@ async fn the_ui_end_to_end_in_chromium() {
     );
     ui.shot("09-deliveries").await;
     let count = rx.received().len();
+    ui.mark().await;
     ui.click("#redeliver").await;
+    ui.wait_reloaded().await;
     let got = rx.wait_for(count + 1, Duration::from_secs(10)).await;
     assert_eq!(
         got.last().and_then(|r| r.header("webhook-id")),

@@ -49,3 +49,58 @@ async fn version_created_is_delivered_signed(backend: Backend) {
     wh.verify(&r.body, &headers).expect("signature verifies");
     app.stop().await;
 }
+
+/// The README's Python receiver (`examples/receiver.py`) verifies real deliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_python_receiver_verifies_signatures() {
+    use std::io::{BufRead, BufReader};
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.workspace("acme").await;
+    app.model("acme", "fraud").await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (_, hook) = app
+        .post(
+            ADMIN_TOKEN,
+            "/api/v1/workspaces/acme/models/fraud/webhooks",
+            json!({"name": "py", "url": format!("http://127.0.0.1:{port}/"),
+                   "triggers": ["MODEL_VERSION_CREATED"]}),
+        )
+        .await;
+    let id = hook["id"].as_str().unwrap();
+    let (_, key) = app
+        .get(
+            ADMIN_TOKEN,
+            &format!("/api/v1/workspaces/acme/models/fraud/webhooks/{id}/signing-secret"),
+        )
+        .await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/receiver.py");
+    let mut child = std::process::Command::new("python3")
+        .args([script, &port.to_string(), key["key"].as_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the example receiver");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("receiver started");
+    assert!(first.starts_with("listening on"), "{first}");
+    app.version("acme", "fraud", json!({"version": "1.0.0"}))
+        .await;
+    let line = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("a delivery");
+    assert_eq!(line, "verified MODEL_VERSION_CREATED fraud 1.0.0");
+    let _ = child.kill();
+    let _ = child.wait();
+    app.stop().await;
+}
