@@ -140,11 +140,59 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
-    api::router()
-        .merge(crate::web::router())
+    let routes = if state.settings.role.serves_api() {
+        api::router().merge(crate::web::router())
+    } else {
+        // A worker node answers only health checks and metrics.
+        api::health_router()
+    };
+    routes
         .fallback(api::not_found)
         .with_state(state)
         .layer(TraceLayer::new_for_http())
+}
+
+/// The retention cleaner: every hour, deletes delivery attempts (and finished deliveries)
+/// older than `days`, in batches of 500 with a pause between them, so the database does not
+/// grow without bound and writers are never held up for long.
+async fn clean_old_deliveries(
+    store: Store,
+    days: u32,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    const BATCH: i64 = 500;
+    loop {
+        let cutoff = crate::store::now_micros() - i64::from(days) * 86_400 * 1_000_000;
+        let mut total = 0;
+        loop {
+            match store.purge_before(cutoff, BATCH).await {
+                Ok(n) => {
+                    total += n;
+                    if n < u64::try_from(BATCH).unwrap_or(0) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention cleaning failed; will retry");
+                    break;
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                _ = stop.changed() => return,
+            }
+        }
+        if total > 0 {
+            tracing::info!(deleted = total, days, "deleted old delivery attempts");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
 }
 
 /// Serves on `listener`, with the delivery worker beside it, until `shutdown` completes; then
@@ -157,13 +205,25 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let grace = state.settings.shutdown_grace;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(state.worker.clone().run(stop_rx.clone(), grace));
-    if let Database::Postgres(url) = &state.settings.database {
-        tokio::spawn(listen_for_deliveries(
-            url.clone(),
-            state.store.clone(),
-            stop_rx,
-        ));
+    let role = state.settings.role;
+    let worker = role
+        .runs_worker()
+        .then(|| tokio::spawn(state.worker.clone().run(stop_rx.clone(), grace)));
+    if role.runs_worker() {
+        if let Database::Postgres(url) = &state.settings.database {
+            tokio::spawn(listen_for_deliveries(
+                url.clone(),
+                state.store.clone(),
+                stop_rx.clone(),
+            ));
+        }
+        if state.settings.retention_days > 0 {
+            tokio::spawn(clean_old_deliveries(
+                state.store.clone(),
+                state.settings.retention_days,
+                stop_rx,
+            ));
+        }
     }
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
@@ -172,7 +232,9 @@ pub async fn run(
         })
         .await
         .context("serving HTTP");
-    let _ = worker.await;
+    if let Some(w) = worker {
+        let _ = w.await;
+    }
     served
 }
 

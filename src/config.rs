@@ -62,6 +62,12 @@ pub struct Overrides {
     /// How long shutdown waits for requests and attempts in flight, e.g. 20s
     #[arg(long, env = "BERTH_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
+    /// What this node does: all (API, UI and delivery worker), api, or worker
+    #[arg(long, env = "BERTH_ROLE", value_name = "ROLE")]
+    pub role: Option<String>,
+    /// Days to keep delivery attempts (0 keeps them forever)
+    #[arg(long, env = "BERTH_RETENTION_DAYS", value_name = "DAYS")]
+    pub retention_days: Option<u32>,
 }
 
 /// The optional configuration file. Unknown keys are an error, so a typo is caught.
@@ -81,6 +87,8 @@ struct FileConfig {
     delivery_poll_interval: Option<String>,
     node_name: Option<String>,
     shutdown_grace: Option<String>,
+    role: Option<String>,
+    retention_days: Option<u32>,
 }
 
 /// Which database to use.
@@ -134,6 +142,30 @@ pub struct Settings {
     pub secret_key: Option<Secret>,
     pub delivery: DeliverySettings,
     pub shutdown_grace: Duration,
+    pub role: Role,
+    /// Delivery attempts older than this many days are deleted (0: never).
+    pub retention_days: u32,
+}
+
+/// What a node does. Any number of nodes can share one PostgreSQL database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The API, the web UI and the delivery worker.
+    All,
+    /// The API and the web UI, no delivery worker.
+    Api,
+    /// The delivery worker (and the retention cleaner); HTTP serves only health and metrics.
+    Worker,
+}
+
+impl Role {
+    pub fn serves_api(self) -> bool {
+        matches!(self, Role::All | Role::Api)
+    }
+
+    pub fn runs_worker(self) -> bool {
+        matches!(self, Role::All | Role::Worker)
+    }
 }
 
 /// How webhooks are delivered.
@@ -203,6 +235,8 @@ impl Settings {
             secret_key: None,
             delivery: DeliverySettings::default(),
             shutdown_grace: Duration::from_secs(20),
+            role: Role::All,
+            retention_days: 30,
         }
     }
 
@@ -362,6 +396,24 @@ impl Settings {
             )?,
             None => Duration::from_secs(20),
         };
+        let role = match over.role.clone().or(file.role).as_deref() {
+            None | Some("all") => Role::All,
+            Some("api") => Role::Api,
+            Some("worker") => Role::Worker,
+            Some(other) => bail!(
+                "invalid setting role (--role / BERTH_ROLE): `{other}` is not all, api or worker"
+            ),
+        };
+        if role != Role::All && matches!(database, Database::Sqlite) {
+            bail!(
+                "invalid setting role (--role / BERTH_ROLE): api and worker nodes share a \
+                 PostgreSQL database; with SQLite run one node with role all"
+            );
+        }
+        let retention_days = over.retention_days.or(file.retention_days).unwrap_or(30);
+        if retention_days > 36_500 {
+            bail!("invalid setting retention_days (BERTH_RETENTION_DAYS): at most 36500");
+        }
         Ok(Settings {
             listen,
             data_dir,
@@ -371,6 +423,8 @@ impl Settings {
             secret_key,
             delivery,
             shutdown_grace,
+            role,
+            retention_days,
         })
     }
 }

@@ -111,6 +111,14 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(comet::router())
 }
 
+/// Only `/healthz`, `/readyz` and `/metrics`: what a worker node serves.
+pub fn health_router() -> Router<AppState> {
+    let (router, _) = OpenApiRouter::new()
+        .merge(health::router())
+        .split_for_parts();
+    router
+}
+
 /// The OpenAPI document, generated from the handlers' annotations.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     api_router().into_openapi()

@@ -651,3 +651,30 @@ impl Store {
             .collect()
     }
 }
+
+impl Store {
+    /// Deletes up to `batch` delivery attempts that started before `cutoff`, then up to
+    /// `batch` finished deliveries last touched before it; answers how many rows went. Small
+    /// batches keep each transaction (and SQLite's write lock) short.
+    pub async fn purge_before(&self, cutoff: i64, batch: i64) -> Result<u64, sqlx::Error> {
+        let attempts = sqlx::query(
+            "DELETE FROM delivery_attempts WHERE id IN \
+             (SELECT id FROM delivery_attempts WHERE started_at < $1 LIMIT $2)",
+        )
+        .bind(cutoff)
+        .bind(batch)
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        let deliveries = sqlx::query(
+            "DELETE FROM deliveries WHERE id IN \
+             (SELECT id FROM deliveries WHERE state <> 'pending' AND updated_at < $1 LIMIT $2)",
+        )
+        .bind(cutoff)
+        .bind(batch)
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        Ok(attempts + deliveries)
+    }
+}

@@ -9,6 +9,7 @@ mod cli;
 mod delivery;
 mod openapi;
 mod registry;
+mod scale;
 mod secrets;
 mod smoke;
 mod webhook_config;
