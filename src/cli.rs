@@ -20,6 +20,8 @@ pub enum Command {
     Migrate(Overrides),
     /// Print the OpenAPI document of the REST API
     Openapi,
+    /// Run the performance benchmark against a Berth of its own and print the figures
+    Bench(crate::bench::BenchArgs),
 }
 
 #[cfg(test)]

@@ -30,6 +30,17 @@ async fn main() -> std::process::ExitCode {
             let _ = writeln!(std::io::stdout(), "{}", berth::api::openapi_json());
             Ok(())
         }
+        Command::Bench(args) => match berth::bench::run(&args).await {
+            Ok(report) => {
+                println!("{}", berth::bench::table(&report));
+                match serde_json::to_string_pretty(&report) {
+                    Ok(json) => std::fs::write(&args.json, json)
+                        .map_err(|e| anyhow::anyhow!("writing {}: {e}", args.json.display())),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e),
+        },
         Command::Migrate(over) => match Settings::resolve(&over) {
             Ok(settings) => berth::app::migrate_only(&settings).await,
             Err(e) => Err(e),

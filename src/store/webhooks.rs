@@ -351,29 +351,56 @@ impl Store {
         limit: i64,
         per_webhook: i64,
     ) -> Result<Vec<ClaimedDelivery>, sqlx::Error> {
-        let mut tx = self.begin().await?;
-        let candidates = sqlx::query(
-            "WITH inflight AS ( \
-               SELECT webhook_id, COUNT(*) AS n FROM deliveries \
-               WHERE state = 'pending' AND locked_until > $1 GROUP BY webhook_id), \
-             due AS ( \
-               SELECT d.id, d.webhook_id, d.next_attempt_at FROM deliveries d \
-               JOIN webhooks w ON w.id = d.webhook_id \
-               WHERE d.state = 'pending' AND d.next_attempt_at <= $1 \
-               AND (d.locked_until IS NULL OR d.locked_until <= $1) AND w.enabled = 1 \
-               ORDER BY d.next_attempt_at LIMIT 2000), \
-             ranked AS ( \
-               SELECT id, webhook_id, next_attempt_at, \
-               ROW_NUMBER() OVER (PARTITION BY webhook_id ORDER BY next_attempt_at, id) AS rn \
-               FROM due) \
-             SELECT r.id FROM ranked r LEFT JOIN inflight i ON i.webhook_id = r.webhook_id \
-             WHERE r.rn + COALESCE(i.n, 0) <= $2 ORDER BY r.next_attempt_at, r.id LIMIT $3",
+        // Per webhook, never across all of them: a dead receiver's backlog cannot crowd the
+        // healthy webhooks out of a claim. First the webhooks with due work and free slots,
+        // oldest due first; then, for each, its oldest due deliveries up to its free slots.
+        let webhooks = sqlx::query(
+            "SELECT w.id, \
+             (SELECT COUNT(*) FROM deliveries x WHERE x.webhook_id = w.id \
+              AND x.state = 'pending' AND x.locked_until > $1) AS inflight, \
+             (SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.webhook_id = w.id \
+              AND d.state = 'pending') AS oldest \
+             FROM webhooks w WHERE w.enabled = 1 AND EXISTS ( \
+               SELECT 1 FROM deliveries d WHERE d.webhook_id = w.id AND d.state = 'pending' \
+               AND d.next_attempt_at <= $1 AND (d.locked_until IS NULL OR d.locked_until <= $1)) \
+             ORDER BY oldest",
         )
         .bind(now)
-        .bind(per_webhook)
-        .bind(limit)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.read)
         .await?;
+        let mut candidates: Vec<String> = Vec::new();
+        for w in &webhooks {
+            let room = limit - i64::try_from(candidates.len()).unwrap_or(i64::MAX);
+            if room <= 0 {
+                break;
+            }
+            let inflight: i64 = w.try_get("inflight")?;
+            let free = (per_webhook - inflight).min(room);
+            if free <= 0 {
+                continue;
+            }
+            let webhook_id: String = w.try_get("id")?;
+            let rows = sqlx::query(
+                "SELECT id FROM deliveries WHERE webhook_id = $1 AND state = 'pending' \
+                 AND next_attempt_at <= $2 AND (locked_until IS NULL OR locked_until <= $2) \
+                 ORDER BY next_attempt_at, id LIMIT $3",
+            )
+            .bind(webhook_id)
+            .bind(now)
+            .bind(free)
+            .fetch_all(&self.read)
+            .await?;
+            for r in &rows {
+                candidates.push(r.try_get("id")?);
+            }
+        }
+        if candidates.is_empty() {
+            // Nothing due: no write transaction at all.
+            return Ok(Vec::new());
+        }
+        // The candidates were found without a lock; the lease re-checks each one, so a
+        // delivery another claimer took meanwhile is simply not won.
+        let mut tx = self.begin().await?;
         let lease_sql = match self.backend {
             Backend::Sqlite => {
                 "UPDATE deliveries SET locked_until = $1, locked_by = $2 WHERE id = $3 \
@@ -387,8 +414,7 @@ impl Store {
             }
         };
         let mut won = Vec::with_capacity(candidates.len());
-        for row in &candidates {
-            let id: String = row.try_get("id")?;
+        for id in candidates {
             let done = sqlx::query(lease_sql)
                 .bind(lease_until)
                 .bind(node)
@@ -400,6 +426,7 @@ impl Store {
                 won.push(id);
             }
         }
+        tx.commit().await?;
         let sql = format!(
             "SELECT d.id AS delivery_id, d.attempt_count, d.schedule_offset, d.event_id, \
              e.payload, {WEBHOOK_COLUMNS} FROM deliveries d \
@@ -410,8 +437,10 @@ impl Store {
         for id in &won {
             let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
                 .bind(id.as_str())
-                .fetch_one(&mut *tx)
+                .fetch_optional(&self.read)
                 .await?;
+            // Gone: its webhook was deleted since the lease.
+            let Some(row) = row else { continue };
             claimed.push(ClaimedDelivery {
                 id: row.try_get("delivery_id")?,
                 attempt_count: row.try_get("attempt_count")?,
@@ -421,7 +450,6 @@ impl Store {
                 webhook: webhook_from_row(&row, false)?,
             });
         }
-        tx.commit().await?;
         Ok(claimed)
     }
 
