@@ -18,6 +18,7 @@ macro_rules! locked {
 }
 
 mod events;
+mod group;
 mod models;
 mod users;
 mod versions;
@@ -63,6 +64,8 @@ pub struct Store {
     write: AnyPool,
     backend: Backend,
     wake: Arc<Notify>,
+    /// SQLite's group-commit writer (see `group.rs`); `None` on PostgreSQL.
+    group: Option<group::GroupWriter>,
 }
 
 /// A model and the workspace it lives in: what an event payload needs to name them.
@@ -108,6 +111,7 @@ impl Store {
             .with_context(|| format!("cannot open SQLite database {}", file.display()))?;
         Ok(Store {
             read,
+            group: Some(group::GroupWriter::start(write.clone())),
             write,
             backend: Backend::Sqlite,
             wake: Arc::new(Notify::new()),
@@ -129,6 +133,7 @@ impl Store {
             write: pool,
             backend: Backend::Postgres,
             wake: Arc::new(Notify::new()),
+            group: None,
         })
     }
 
@@ -176,6 +181,30 @@ impl Store {
         match self.backend {
             Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.write.begin().await,
+        }
+    }
+
+    /// Runs `work` as one write transaction. On SQLite it joins the group commit: the
+    /// writes that arrive together share one transaction and one fsync, each in its own
+    /// savepoint. On PostgreSQL it is an ordinary transaction (the server groups commits
+    /// itself). Either way `work` has committed, durably, when this answers `Ok`.
+    async fn write_tx<T, F>(&self, work: F) -> Result<T, sqlx::Error>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(
+                &'c mut sqlx::AnyConnection,
+            ) -> group::ConnFuture<'c, Result<T, sqlx::Error>>
+            + Send
+            + 'static,
+    {
+        match &self.group {
+            Some(g) => g.write(work).await,
+            None => {
+                let mut tx = self.begin().await?;
+                let value = work(&mut tx).await?;
+                tx.commit().await?;
+                Ok(value)
+            }
         }
     }
 

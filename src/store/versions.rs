@@ -135,41 +135,49 @@ impl Store {
         model: &ModelRef,
         new: &NewVersion,
     ) -> Result<Version, sqlx::Error> {
-        let now = now_micros();
-        let tags: Vec<String> = new.tags.iter().map(|t| t.as_str().to_owned()).collect();
-        let mut tx = self.begin().await?;
-        let row = sqlx::query(
-            "INSERT INTO model_versions (model_id, version, sort_key, tags, status, \
-             source_experiment_key, description, created_by, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
-             RETURNING id, version, sort_key, tags, status, source_experiment_key, \
-             description, created_by, created_at, updated_at",
-        )
-        .bind(model.model_id)
-        .bind(new.version.as_str())
-        .bind(new.version.sort_key())
-        .bind(encode_tags(&tags)?)
-        .bind(new.status.as_deref())
-        .bind(new.source_experiment_key.as_deref())
-        .bind(new.description.as_str())
-        .bind(new.created_by.as_str())
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        let version = version_from_row(&row)?;
-        self.insert_event(
-            &mut tx,
-            model,
-            &payload(
-                model,
-                EventTrigger::ModelVersionCreated,
-                &version,
-                vec![],
-                None,
-            ),
-        )
-        .await?;
-        tx.commit().await?;
+        let (store, model, new) = (self.clone(), model.clone(), new.clone());
+        let version = self
+            .write_tx(move |conn| {
+                Box::pin(async move {
+                    let now = now_micros();
+                    let tags: Vec<String> =
+                        new.tags.iter().map(|t| t.as_str().to_owned()).collect();
+                    let row = sqlx::query(
+                        "INSERT INTO model_versions (model_id, version, sort_key, tags, status, \
+                         source_experiment_key, description, created_by, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+                         RETURNING id, version, sort_key, tags, status, source_experiment_key, \
+                         description, created_by, created_at, updated_at",
+                    )
+                    .bind(model.model_id)
+                    .bind(new.version.as_str())
+                    .bind(new.version.sort_key())
+                    .bind(encode_tags(&tags)?)
+                    .bind(new.status.as_deref())
+                    .bind(new.source_experiment_key.as_deref())
+                    .bind(new.description.as_str())
+                    .bind(new.created_by.as_str())
+                    .bind(now)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    let version = version_from_row(&row)?;
+                    store
+                        .insert_event(
+                            conn,
+                            &model,
+                            &payload(
+                                &model,
+                                EventTrigger::ModelVersionCreated,
+                                &version,
+                                vec![],
+                                None,
+                            ),
+                        )
+                        .await?;
+                    Ok(version)
+                })
+            })
+            .await?;
         self.wake_worker();
         Ok(version)
     }

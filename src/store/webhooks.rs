@@ -400,7 +400,6 @@ impl Store {
         }
         // The candidates were found without a lock; the lease re-checks each one, so a
         // delivery another claimer took meanwhile is simply not won.
-        let mut tx = self.begin().await?;
         let lease_sql = match self.backend {
             Backend::Sqlite => {
                 "UPDATE deliveries SET locked_until = $1, locked_by = $2 WHERE id = $3 \
@@ -413,20 +412,27 @@ impl Store {
                  AND (locked_until IS NULL OR locked_until <= $4) FOR UPDATE SKIP LOCKED)"
             }
         };
-        let mut won = Vec::with_capacity(candidates.len());
-        for id in candidates {
-            let done = sqlx::query(lease_sql)
-                .bind(lease_until)
-                .bind(node)
-                .bind(id.as_str())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            if done.rows_affected() > 0 {
-                won.push(id);
-            }
-        }
-        tx.commit().await?;
+        let node_name = node.to_owned();
+        let won = self
+            .write_tx(move |conn| {
+                Box::pin(async move {
+                    let mut won = Vec::with_capacity(candidates.len());
+                    for id in candidates {
+                        let done = sqlx::query(lease_sql)
+                            .bind(lease_until)
+                            .bind(node_name.as_str())
+                            .bind(id.as_str())
+                            .bind(now)
+                            .execute(&mut *conn)
+                            .await?;
+                        if done.rows_affected() > 0 {
+                            won.push(id);
+                        }
+                    }
+                    Ok(won)
+                })
+            })
+            .await?;
         let sql = format!(
             "SELECT d.id AS delivery_id, d.attempt_count, d.schedule_offset, d.event_id, \
              e.payload, {WEBHOOK_COLUMNS} FROM deliveries d \
@@ -461,57 +467,66 @@ impl Store {
         webhook_id: &str,
         result: &AttemptResult,
     ) -> Result<bool, sqlx::Error> {
-        let a = &result.attempt;
-        let now = now_micros();
-        let mut tx = self.begin().await?;
-        let done = sqlx::query(
-            "UPDATE deliveries SET attempt_count = attempt_count + 1, state = $2, \
-             next_attempt_at = $3, locked_until = NULL, locked_by = NULL, \
-             last_status_code = $4, updated_at = $5 WHERE id = $1",
-        )
-        .bind(delivery_id)
-        .bind(result.state)
-        .bind(result.next_attempt_at)
-        .bind(a.status_code)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            // The webhook (and so the delivery) was deleted meanwhile.
-            return Ok(false);
-        }
-        sqlx::query(
-            "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, \
-             status_code, error_class, error, request_url, request_headers, response_headers, \
-             response_body, node) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(delivery_id)
-        .bind(a.attempt)
-        .bind(a.started_at)
-        .bind(a.duration_ms)
-        .bind(a.status_code)
-        .bind(a.error_class.as_deref())
-        .bind(a.error.as_deref())
-        .bind(a.request_url.as_str())
-        .bind(a.request_headers.as_str())
-        .bind(a.response_headers.as_deref())
-        .bind(a.response_body.as_deref())
-        .bind(a.node.as_str())
-        .execute(&mut *tx)
-        .await?;
-        if let Some(reason) = &result.disable_webhook {
-            sqlx::query(
-                "UPDATE webhooks SET enabled = 0, disabled_reason = $2, updated_at = $3 \
-                 WHERE id = $1",
-            )
-            .bind(webhook_id)
-            .bind(reason.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        let (delivery_id, webhook_id, result) = (
+            delivery_id.to_owned(),
+            webhook_id.to_owned(),
+            result.clone(),
+        );
+        self.write_tx(move |conn| {
+            Box::pin(async move {
+                let a = &result.attempt;
+                let now = now_micros();
+                let done = sqlx::query(
+                    "UPDATE deliveries SET attempt_count = attempt_count + 1, state = $2, \
+                     next_attempt_at = $3, locked_until = NULL, locked_by = NULL, \
+                     last_status_code = $4, updated_at = $5 WHERE id = $1",
+                )
+                .bind(delivery_id.as_str())
+                .bind(result.state)
+                .bind(result.next_attempt_at)
+                .bind(a.status_code)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+                if done.rows_affected() == 0 {
+                    // The webhook (and so the delivery) was deleted meanwhile.
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, \
+                     duration_ms, status_code, error_class, error, request_url, \
+                     request_headers, response_headers, response_body, node) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(delivery_id.as_str())
+                .bind(a.attempt)
+                .bind(a.started_at)
+                .bind(a.duration_ms)
+                .bind(a.status_code)
+                .bind(a.error_class.as_deref())
+                .bind(a.error.as_deref())
+                .bind(a.request_url.as_str())
+                .bind(a.request_headers.as_str())
+                .bind(a.response_headers.as_deref())
+                .bind(a.response_body.as_deref())
+                .bind(a.node.as_str())
+                .execute(&mut *conn)
+                .await?;
+                if let Some(reason) = &result.disable_webhook {
+                    sqlx::query(
+                        "UPDATE webhooks SET enabled = 0, disabled_reason = $2, updated_at = $3 \
+                         WHERE id = $1",
+                    )
+                    .bind(webhook_id.as_str())
+                    .bind(reason.as_str())
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                Ok(true)
+            })
+        })
+        .await
     }
 
     /// Releases the leases a node holds (on shutdown), so others can take them at once.

@@ -378,3 +378,51 @@ async fn retention_deletes_old_attempts_in_batches(backend: Backend) {
     assert_eq!(app.all_events(ADMIN_TOKEN, "acme").await.len(), 5);
     app.stop().await;
 }
+
+conformance!(concurrent_writes_with_failures_commit_only_the_good_ones);
+
+/// Writes arriving together share one transaction on SQLite (group commit); a failing one
+/// (a duplicate version) must be refused alone, without taking the others down or leaving a
+/// trace, and every acknowledged one must be there with its event.
+async fn concurrent_writes_with_failures_commit_only_the_good_ones(backend: Backend) {
+    let app = std::sync::Arc::new(TestApp::spawn(backend).await);
+    app.workspace("acme").await;
+    app.model("acme", "m").await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let (s, _) = app
+                .post(
+                    ADMIN_TOKEN,
+                    "/api/v1/workspaces/acme/models/m/versions",
+                    json!({"version": format!("1.0.{}", i / 2)}),
+                )
+                .await;
+            s.as_u16()
+        }));
+    }
+    let mut created = 0;
+    let mut conflicts = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            201 => created += 1,
+            409 => conflicts += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((created, conflicts), (20, 20));
+    let (_, list) = app
+        .get(
+            ADMIN_TOKEN,
+            "/api/v1/workspaces/acme/models/m/versions?limit=500",
+        )
+        .await;
+    assert_eq!(list["items"].as_array().map_or(0, Vec::len), 20);
+    let events = app.all_events(ADMIN_TOKEN, "acme").await;
+    assert_eq!(
+        events.len(),
+        20,
+        "one event per committed version, none for a refused one"
+    );
+}
