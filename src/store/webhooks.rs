@@ -400,60 +400,69 @@ impl Store {
         }
         // The candidates were found without a lock; the lease re-checks each one, so a
         // delivery another claimer took meanwhile is simply not won.
+        // One statement leases the whole batch (ids bound as $4, $5, …); on PostgreSQL rows
+        // another node is leasing right now are skipped rather than waited for.
+        let list = (0..candidates.len())
+            .map(|i| format!("${}", i + 4))
+            .collect::<Vec<_>>()
+            .join(", ");
         let lease_sql = match self.backend {
-            Backend::Sqlite => {
-                "UPDATE deliveries SET locked_until = $1, locked_by = $2 WHERE id = $3 \
-                 AND state = 'pending' AND (locked_until IS NULL OR locked_until <= $4)"
-            }
-            // Skip a row another node is claiming right now instead of waiting for it.
-            Backend::Postgres => {
-                "UPDATE deliveries SET locked_until = $1, locked_by = $2 WHERE id = ( \
-                 SELECT id FROM deliveries WHERE id = $3 AND state = 'pending' \
-                 AND (locked_until IS NULL OR locked_until <= $4) FOR UPDATE SKIP LOCKED)"
-            }
+            Backend::Sqlite => format!(
+                "UPDATE deliveries SET locked_until = $1, locked_by = $2 WHERE id IN ({list}) \
+                 AND state = 'pending' AND (locked_until IS NULL OR locked_until <= $3) \
+                 RETURNING id"
+            ),
+            Backend::Postgres => format!(
+                "UPDATE deliveries SET locked_until = $1, locked_by = $2 WHERE id IN ( \
+                 SELECT id FROM deliveries WHERE id IN ({list}) AND state = 'pending' \
+                 AND (locked_until IS NULL OR locked_until <= $3) \
+                 FOR UPDATE SKIP LOCKED) RETURNING id"
+            ),
         };
         let node_name = node.to_owned();
-        let won = self
+        let won: Vec<String> = self
             .write_tx(move |conn| {
                 Box::pin(async move {
-                    let mut won = Vec::with_capacity(candidates.len());
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(lease_sql))
+                        .bind(lease_until)
+                        .bind(node_name)
+                        .bind(now);
                     for id in candidates {
-                        let done = sqlx::query(lease_sql)
-                            .bind(lease_until)
-                            .bind(node_name.as_str())
-                            .bind(id.as_str())
-                            .bind(now)
-                            .execute(&mut *conn)
-                            .await?;
-                        if done.rows_affected() > 0 {
-                            won.push(id);
-                        }
+                        q = q.bind(id);
                     }
-                    Ok(won)
+                    let rows = q.fetch_all(&mut *conn).await?;
+                    rows.iter().map(|r| r.try_get("id")).collect()
                 })
             })
             .await?;
+        if won.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = (0..won.len())
+            .map(|i| format!("${}", i + 1))
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = format!(
             "SELECT d.id AS delivery_id, d.attempt_count, d.schedule_offset, d.event_id, \
              e.payload, {WEBHOOK_COLUMNS} FROM deliveries d \
              JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.seq = d.event_seq \
-             WHERE d.id = $1"
+             WHERE d.id IN ({list})"
         );
-        let mut claimed = Vec::with_capacity(won.len());
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in &won {
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                .bind(id.as_str())
-                .fetch_optional(&self.read)
-                .await?;
-            // Gone: its webhook was deleted since the lease.
-            let Some(row) = row else { continue };
+            q = q.bind(id.as_str());
+        }
+        // A delivery whose webhook was deleted since the lease is simply not there.
+        let rows = q.fetch_all(&self.read).await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
             claimed.push(ClaimedDelivery {
                 id: row.try_get("delivery_id")?,
                 attempt_count: row.try_get("attempt_count")?,
                 schedule_offset: row.try_get("schedule_offset")?,
                 event_id: row.try_get("event_id")?,
                 payload: row.try_get("payload")?,
-                webhook: webhook_from_row(&row, false)?,
+                webhook: webhook_from_row(row, false)?,
             });
         }
         Ok(claimed)
