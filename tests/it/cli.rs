@@ -190,3 +190,48 @@ fn the_config_file_is_read_and_checked() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
 }
+
+/// `berth bench` runs end to end (tiny sizes) and writes its figures as JSON. No figure is
+/// asserted except the propagation counts, which are correctness, not speed.
+#[test]
+fn bench_runs_and_writes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "--duration",
+            "1s",
+            "--write-duration",
+            "300ms",
+            "--rate",
+            "50",
+            "--throughput-events",
+            "20",
+            "--propagation-rounds",
+            "3",
+            "--json",
+        ])
+        .arg(&json)
+        .env_remove("BERTH_DATABASE_URL")
+        .output()
+        .expect("run berth bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("registry writes") && table.contains("footprint"),
+        "{table}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["backend"], "sqlite");
+    assert_eq!(report["registry_writes"].as_array().map(Vec::len), Some(2));
+    assert_eq!(report["propagation_created_received_next_event"], "3/3");
+    assert_eq!(report["propagation_deleted_received_after"], "0/3");
+    assert_eq!(report["delivery_throughput_deliveries"], 200);
+    assert!(report["peak_rss_mb"].as_f64().unwrap() > 0.0);
+}
