@@ -203,7 +203,13 @@ fn start_server(data_dir: &std::path::Path, database_url: Option<&str>) -> anyho
     let stderr = child.stderr.take().context("stderr")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut shown = 0;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // The server's errors, if any, belong in the bench's output (the first 20).
+            if line.contains("ERROR") && shown < 20 {
+                eprintln!("server: {line}");
+                shown += 1;
+            }
             if let Some(i) = line.find("listening on http://") {
                 let url = line[i + "listening on ".len()..]
                     .split_whitespace()

@@ -119,18 +119,21 @@ impl Worker {
     }
 
     /// How long to sleep when there is nothing to claim: until the next delivery is due, at
-    /// most the poll interval.
+    /// most the poll interval; when due deliveries wait only for their webhook's free slots,
+    /// the poll interval (a finished attempt wakes the worker anyway).
     async fn idle_wait(&self) -> Duration {
         let poll = self.inner.config.poll_interval;
         if self.inner.slots.available_permits() == 0 {
             return poll;
         }
         match self.inner.store.next_due_at().await {
-            Ok(Some(at)) => {
+            // Something falls due later: sleep until then.
+            Ok(Some(at)) if at > now_micros() => {
                 let delta = at - now_micros();
-                let d = Duration::from_micros(u64::try_from(delta.max(1000)).unwrap_or(1000));
-                d.min(poll)
+                Duration::from_micros(u64::try_from(delta).unwrap_or(0)).min(poll)
             }
+            // Due now but not claimable (its webhooks are at their in-flight limit): do not
+            // spin. The end of any attempt, or any new delivery, wakes the worker.
             _ => poll,
         }
     }

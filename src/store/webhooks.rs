@@ -101,6 +101,13 @@ const WEBHOOK_COLUMNS: &str = "w.id, w.workspace_id, w.model_id, w.name, w.url, 
     w.triggers, w.headers, w.github_actions, w.enabled, w.disabled_reason, w.signing_key_enc, \
     w.old_signing_key_enc, w.old_signing_expires_at, w.created_at, w.updated_at";
 
+/// The newest delivery's state and status code, for `webhook_from_row(_, true)`.
+const LAST_DELIVERY_COLUMNS: &str = "\
+    (SELECT d.state FROM deliveries d WHERE d.webhook_id = w.id \
+     ORDER BY d.id DESC LIMIT 1) AS last_state, \
+    (SELECT d.last_status_code FROM deliveries d WHERE d.webhook_id = w.id \
+     ORDER BY d.id DESC LIMIT 1) AS last_code";
+
 fn webhook_from_row(
     row: &sqlx::any::AnyRow,
     with_last: bool,
@@ -208,12 +215,7 @@ impl Store {
     /// The webhooks of a model, by name, each with its newest delivery's outcome.
     pub async fn list_webhooks(&self, model_id: i64) -> Result<Vec<WebhookRecord>, sqlx::Error> {
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {WEBHOOK_COLUMNS}, \
-             (SELECT d.state FROM deliveries d WHERE d.webhook_id = w.id \
-              ORDER BY d.id DESC LIMIT 1) AS last_state, \
-             (SELECT d.last_status_code FROM deliveries d WHERE d.webhook_id = w.id \
-              ORDER BY d.id DESC LIMIT 1) AS last_code \
-             FROM webhooks w WHERE w.model_id = $1 ORDER BY w.name, w.id"
+            "SELECT {WEBHOOK_COLUMNS}, {LAST_DELIVERY_COLUMNS} FROM webhooks w WHERE w.model_id = $1 ORDER BY w.name, w.id"
         ));
         let rows = sqlx::query(sql)
             .bind(model_id)
@@ -228,12 +230,7 @@ impl Store {
         id: &str,
     ) -> Result<Option<WebhookRecord>, sqlx::Error> {
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {WEBHOOK_COLUMNS}, \
-             (SELECT d.state FROM deliveries d WHERE d.webhook_id = w.id \
-              ORDER BY d.id DESC LIMIT 1) AS last_state, \
-             (SELECT d.last_status_code FROM deliveries d WHERE d.webhook_id = w.id \
-              ORDER BY d.id DESC LIMIT 1) AS last_code \
-             FROM webhooks w WHERE w.model_id = $1 AND w.id = $2"
+            "SELECT {WEBHOOK_COLUMNS}, {LAST_DELIVERY_COLUMNS} FROM webhooks w WHERE w.model_id = $1 AND w.id = $2"
         ));
         let row = sqlx::query(sql)
             .bind(model_id)
