@@ -148,6 +148,7 @@ pub fn router(state: AppState) -> Router {
     };
     routes
         .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(state)
         .layer(TraceLayer::new_for_http())
 }

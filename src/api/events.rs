@@ -1,14 +1,14 @@
 //! The event outbox, read back: every webhook trigger of a workspace, in commit order.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{Auth, workspace};
-use super::extract::{ApiQuery, decode_cursor, encode_cursor, parse_limit};
+use super::extract::{ApiPath, ApiQuery, decode_cursor, encode_cursor, parse_limit};
 use super::{ErrorResponses, rfc3339};
 use crate::app::AppState;
 use crate::domain::{EventPayload, EventTrigger};
@@ -58,7 +58,7 @@ struct CursorJson {
 async fn list_events(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path(ws): Path<String>,
+    ApiPath(ws): ApiPath<String>,
     ApiQuery(q): ApiQuery<EventQuery>,
 ) -> Result<Json<EventList>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;

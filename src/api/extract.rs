@@ -201,6 +201,28 @@ pub mod double_option {
     }
 }
 
+/// Path parameters, with a bad one (e.g. invalid percent-encoding) answered in the API's
+/// error shape.
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| ApiPath(v))
+            .map_err(|e| ApiError::Invalid {
+                message: format!("invalid path: {}", e.body_text()),
+                field: Some("path".into()),
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -147,6 +147,21 @@ pub fn router() -> Router<AppState> {
     )
 }
 
+/// The answer to a method a route does not serve.
+pub async fn method_not_allowed() -> axum::response::Response {
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(ErrorBody {
+            error: crate::error::ErrorDetail {
+                code: "method_not_allowed".into(),
+                message: "this path does not accept this method".into(),
+                field: None,
+            },
+        }),
+    )
+        .into_response()
+}
+
 /// The answer to a path no route serves.
 pub async fn not_found() -> axum::response::Response {
     ApiError::NotFound("no such endpoint".into()).into_response()

@@ -1,7 +1,7 @@
 //! Registered models.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{Auth, model, require_ws_admin, workspace};
-use super::extract::{ApiJson, ApiQuery, paginate, parse_limit};
+use super::extract::{ApiJson, ApiPath, ApiQuery, paginate, parse_limit};
 use super::{ErrorResponses, rfc3339};
 use crate::app::AppState;
 use crate::domain::{ModelName, check_text};
@@ -102,7 +102,7 @@ fn check_description(text: &str) -> Result<(), ApiError> {
 async fn create_model(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path(ws): Path<String>,
+    ApiPath(ws): ApiPath<String>,
     ApiJson(input): ApiJson<ModelIn>,
 ) -> Result<(StatusCode, Json<ModelOut>), ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
@@ -124,7 +124,7 @@ async fn create_model(
 async fn list_models(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path(ws): Path<String>,
+    ApiPath(ws): ApiPath<String>,
     ApiQuery(q): ApiQuery<ModelQuery>,
 ) -> Result<Json<ModelList>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
@@ -156,7 +156,7 @@ async fn list_models(
 async fn get_model(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name)): Path<(String, String)>,
+    ApiPath((ws, name)): ApiPath<(String, String)>,
 ) -> Result<Json<ModelOut>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
     let (_, m) = model(&state, &ws, &name).await?;
@@ -172,7 +172,7 @@ async fn get_model(
 async fn patch_model(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name)): Path<(String, String)>,
+    ApiPath((ws, name)): ApiPath<(String, String)>,
     ApiJson(input): ApiJson<ModelPatchIn>,
 ) -> Result<Json<ModelOut>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
@@ -209,7 +209,7 @@ async fn patch_model(
 async fn delete_model(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name)): Path<(String, String)>,
+    ApiPath((ws, name)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
     let (mref, _) = model(&state, &ws, &name).await?;

@@ -1,7 +1,7 @@
 //! Users, their API tokens, and `GET /api/v1/me`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -10,6 +10,7 @@ use utoipa_axum::routes;
 
 use super::auth::{self, Auth, require_server_admin};
 use super::extract::ApiJson;
+use super::extract::ApiPath;
 use super::{ErrorResponses, rfc3339};
 use crate::app::AppState;
 use crate::domain::Username;
@@ -136,7 +137,7 @@ async fn managed_user(state: &AppState, caller: &Caller, username: &str) -> Resu
 async fn create_token(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path(username): Path<String>,
+    ApiPath(username): ApiPath<String>,
 ) -> Result<(StatusCode, Json<NewTokenOut>), ApiError> {
     let user = managed_user(&state, &caller, &username).await?;
     let token = auth::new_token();
@@ -161,7 +162,7 @@ async fn create_token(
 async fn list_tokens(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path(username): Path<String>,
+    ApiPath(username): ApiPath<String>,
 ) -> Result<Json<TokenList>, ApiError> {
     let user = managed_user(&state, &caller, &username).await?;
     let items = state.store.list_tokens(user.id).await?;
@@ -178,7 +179,7 @@ async fn list_tokens(
 async fn revoke_token(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((username, id)): Path<(String, String)>,
+    ApiPath((username, id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let user = managed_user(&state, &caller, &username).await?;
     if state.store.revoke_token(user.id, &id).await? {

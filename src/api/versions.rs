@@ -2,7 +2,7 @@
 //! their approval by workspace admins.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{Auth, model, require_ws_admin, workspace};
-use super::extract::{ApiJson, ApiQuery, PageQuery, double_option, paginate, parse_limit};
+use super::extract::{ApiJson, ApiPath, ApiQuery, PageQuery, double_option, paginate, parse_limit};
 use super::{ErrorResponses, rfc3339};
 use crate::app::AppState;
 use crate::domain::{Role, Tag, VersionNumber, check_text};
@@ -216,7 +216,7 @@ async fn version_of(state: &AppState, mref: &ModelRef, version: &str) -> Result<
 async fn create_version(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name)): Path<(String, String)>,
+    ApiPath((ws, name)): ApiPath<(String, String)>,
     ApiJson(input): ApiJson<VersionIn>,
 ) -> Result<(StatusCode, Json<VersionOut>), ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
@@ -269,7 +269,7 @@ async fn create_version(
 async fn list_versions(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name)): Path<(String, String)>,
+    ApiPath((ws, name)): ApiPath<(String, String)>,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<VersionList>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
@@ -304,7 +304,7 @@ async fn list_versions(
 async fn get_version(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name, version)): Path<(String, String, String)>,
+    ApiPath((ws, name, version)): ApiPath<(String, String, String)>,
 ) -> Result<Json<VersionOut>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
     let (mref, _) = model(&state, &ws, &name).await?;
@@ -321,7 +321,7 @@ async fn get_version(
 async fn delete_version(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name, version)): Path<(String, String, String)>,
+    ApiPath((ws, name, version)): ApiPath<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
     let (mref, _) = model(&state, &ws, &name).await?;
@@ -344,7 +344,7 @@ async fn delete_version(
 async fn change_tags(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name, version)): Path<(String, String, String)>,
+    ApiPath((ws, name, version)): ApiPath<(String, String, String)>,
     ApiJson(input): ApiJson<TagsIn>,
 ) -> Result<Json<VersionOut>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
@@ -379,7 +379,7 @@ async fn change_tags(
 async fn set_status(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name, version)): Path<(String, String, String)>,
+    ApiPath((ws, name, version)): ApiPath<(String, String, String)>,
     ApiJson(input): ApiJson<StatusIn>,
 ) -> Result<Json<VersionOut>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
@@ -419,7 +419,7 @@ async fn set_status(
 async fn request_status(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name, version)): Path<(String, String, String)>,
+    ApiPath((ws, name, version)): ApiPath<(String, String, String)>,
     ApiJson(input): ApiJson<StatusRequestIn>,
 ) -> Result<(StatusCode, Json<StatusRequestOut>), ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
@@ -456,7 +456,7 @@ async fn request_status(
 async fn list_version_requests(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name, version)): Path<(String, String, String)>,
+    ApiPath((ws, name, version)): ApiPath<(String, String, String)>,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<StatusRequestList>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
@@ -482,7 +482,7 @@ async fn list_version_requests(
 async fn list_workspace_requests(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path(ws): Path<String>,
+    ApiPath(ws): ApiPath<String>,
     ApiQuery(q): ApiQuery<RequestQuery>,
 ) -> Result<Json<StatusRequestList>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
@@ -519,7 +519,7 @@ async fn list_workspace_requests(
 async fn get_request(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, id)): Path<(String, String)>,
+    ApiPath((ws, id)): ApiPath<(String, String)>,
 ) -> Result<Json<StatusRequestOut>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
     state
@@ -597,7 +597,7 @@ async fn decide(
 async fn approve_request(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, id)): Path<(String, String)>,
+    ApiPath((ws, id)): ApiPath<(String, String)>,
 ) -> Result<Json<StatusRequestOut>, ApiError> {
     decide(&state, &caller, &ws, None, &id, true).await
 }
@@ -611,7 +611,7 @@ async fn approve_request(
 async fn reject_request(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, id)): Path<(String, String)>,
+    ApiPath((ws, id)): ApiPath<(String, String)>,
 ) -> Result<Json<StatusRequestOut>, ApiError> {
     decide(&state, &caller, &ws, None, &id, false).await
 }
@@ -628,7 +628,7 @@ async fn reject_request(
 async fn approve_version_request(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name, version, id)): Path<(String, String, String, String)>,
+    ApiPath((ws, name, version, id)): ApiPath<(String, String, String, String)>,
 ) -> Result<Json<StatusRequestOut>, ApiError> {
     decide(&state, &caller, &ws, Some((&name, &version)), &id, true).await
 }
@@ -645,7 +645,7 @@ async fn approve_version_request(
 async fn reject_version_request(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name, version, id)): Path<(String, String, String, String)>,
+    ApiPath((ws, name, version, id)): ApiPath<(String, String, String, String)>,
 ) -> Result<Json<StatusRequestOut>, ApiError> {
     decide(&state, &caller, &ws, Some((&name, &version)), &id, false).await
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -15,7 +15,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{Auth, model, require_ws_admin, workspace};
-use super::extract::{ApiJson, ApiQuery, decode_cursor, double_option, paginate, parse_limit};
+use super::extract::{
+    ApiJson, ApiPath, ApiQuery, decode_cursor, double_option, paginate, parse_limit,
+};
 use super::{ErrorResponses, rfc3339};
 use crate::app::AppState;
 use crate::delivery::http::{self, Outcome};
@@ -440,7 +442,7 @@ pub(crate) async fn update_from(
 async fn create_webhook(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name)): Path<(String, String)>,
+    ApiPath((ws, name)): ApiPath<(String, String)>,
     ApiJson(input): ApiJson<WebhookIn>,
 ) -> Result<(StatusCode, Json<WebhookOut>), ApiError> {
     let (ws, mref) = scope(&state, &caller, &ws, &name).await?;
@@ -458,7 +460,7 @@ async fn create_webhook(
 async fn list_webhooks(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name)): Path<(String, String)>,
+    ApiPath((ws, name)): ApiPath<(String, String)>,
 ) -> Result<Json<WebhookList>, ApiError> {
     let (_, mref) = scope(&state, &caller, &ws, &name).await?;
     let items = state.store.list_webhooks(mref.model_id).await?;
@@ -477,7 +479,7 @@ async fn list_webhooks(
 async fn get_webhook(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name, id)): Path<(String, String, String)>,
+    ApiPath((ws, name, id)): ApiPath<(String, String, String)>,
 ) -> Result<Json<WebhookOut>, ApiError> {
     let (_, mref) = scope(&state, &caller, &ws, &name).await?;
     Ok(Json(webhook_of(&state, &mref, &id).await?.into()))
@@ -495,7 +497,7 @@ async fn get_webhook(
 async fn put_webhook(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name, id)): Path<(String, String, String)>,
+    ApiPath((ws, name, id)): ApiPath<(String, String, String)>,
     ApiJson(input): ApiJson<WebhookIn>,
 ) -> Result<Json<WebhookOut>, ApiError> {
     let (ws, mref) = scope(&state, &caller, &ws, &name).await?;
@@ -521,7 +523,7 @@ async fn put_webhook(
 async fn delete_webhook(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name, id)): Path<(String, String, String)>,
+    ApiPath((ws, name, id)): ApiPath<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let (ws, mref) = scope(&state, &caller, &ws, &name).await?;
     webhook_of(&state, &mref, &id).await?;
@@ -577,7 +579,7 @@ async fn send_test(state: &AppState, mref: &ModelRef, target: &http::Target) -> 
 async fn test_unsaved(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name)): Path<(String, String)>,
+    ApiPath((ws, name)): ApiPath<(String, String)>,
     ApiJson(input): ApiJson<WebhookTestIn>,
 ) -> Result<Json<TestResult>, ApiError> {
     let (ws, mref) = scope(&state, &caller, &ws, &name).await?;
@@ -634,7 +636,7 @@ async fn test_unsaved(
 async fn test_saved(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name, id)): Path<(String, String, String)>,
+    ApiPath((ws, name, id)): ApiPath<(String, String, String)>,
 ) -> Result<Json<TestResult>, ApiError> {
     let (ws, mref) = scope(&state, &caller, &ws, &name).await?;
     let record = webhook_of(&state, &mref, &id).await?;
@@ -678,7 +680,7 @@ fn signing_out(state: &AppState, w: &WebhookRecord) -> Result<SigningSecretOut, 
 async fn get_signing_secret(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name, id)): Path<(String, String, String)>,
+    ApiPath((ws, name, id)): ApiPath<(String, String, String)>,
 ) -> Result<Json<SigningSecretOut>, ApiError> {
     let (ws, mref) = scope(&state, &caller, &ws, &name).await?;
     let record = webhook_of(&state, &mref, &id).await?;
@@ -698,7 +700,7 @@ async fn get_signing_secret(
 async fn rotate_signing_secret(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name, id)): Path<(String, String, String)>,
+    ApiPath((ws, name, id)): ApiPath<(String, String, String)>,
 ) -> Result<Json<SigningSecretOut>, ApiError> {
     let (ws, mref) = scope(&state, &caller, &ws, &name).await?;
     let record = webhook_of(&state, &mref, &id).await?;
@@ -742,7 +744,7 @@ fn delivery_out(d: &crate::store::DeliveryRecord) -> DeliveryOut {
 async fn list_deliveries(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name, id)): Path<(String, String, String)>,
+    ApiPath((ws, name, id)): ApiPath<(String, String, String)>,
     ApiQuery(q): ApiQuery<DeliveryQuery>,
 ) -> Result<Json<DeliveryList>, ApiError> {
     let (_, mref) = scope(&state, &caller, &ws, &name).await?;
@@ -786,7 +788,7 @@ fn header_map(json: Option<&str>) -> BTreeMap<String, String> {
 async fn get_delivery(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name, id, delivery_id)): Path<(String, String, String, String)>,
+    ApiPath((ws, name, id, delivery_id)): ApiPath<(String, String, String, String)>,
 ) -> Result<Json<DeliveryDetail>, ApiError> {
     let (_, mref) = scope(&state, &caller, &ws, &name).await?;
     let record = webhook_of(&state, &mref, &id).await?;
@@ -855,7 +857,7 @@ async fn get_delivery(
 async fn redeliver(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name, id, delivery_id)): Path<(String, String, String, String)>,
+    ApiPath((ws, name, id, delivery_id)): ApiPath<(String, String, String, String)>,
 ) -> Result<(StatusCode, Json<DeliveryOut>), ApiError> {
     let (ws, mref) = scope(&state, &caller, &ws, &name).await?;
     let record = webhook_of(&state, &mref, &id).await?;
@@ -883,7 +885,7 @@ async fn redeliver(
 async fn replay(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, name, id)): Path<(String, String, String)>,
+    ApiPath((ws, name, id)): ApiPath<(String, String, String)>,
     ApiJson(input): ApiJson<ReplayIn>,
 ) -> Result<(StatusCode, Json<ReplayOut>), ApiError> {
     let (ws, mref) = scope(&state, &caller, &ws, &name).await?;

@@ -1,7 +1,7 @@
 //! Workspaces, their members, and their statuses.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{Auth, require_server_admin, require_ws_admin, workspace};
-use super::extract::{ApiJson, ApiQuery, PageQuery, paginate};
+use super::extract::{ApiJson, ApiPath, ApiQuery, PageQuery, paginate};
 use super::{ErrorResponses, rfc3339};
 use crate::app::AppState;
 use crate::domain::{Role, StatusName, Username, WorkspaceName};
@@ -166,7 +166,7 @@ async fn list_workspaces(
 async fn get_workspace(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path(ws): Path<String>,
+    ApiPath(ws): ApiPath<String>,
 ) -> Result<Json<WorkspaceOut>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
     Ok(Json(WorkspaceOut {
@@ -182,7 +182,7 @@ async fn get_workspace(
 async fn list_members(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path(ws): Path<String>,
+    ApiPath(ws): ApiPath<String>,
 ) -> Result<Json<MemberList>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
     let members = state.store.list_members(ws.id).await?;
@@ -200,7 +200,7 @@ async fn list_members(
 async fn set_member(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, username)): Path<(String, String)>,
+    ApiPath((ws, username)): ApiPath<(String, String)>,
     ApiJson(input): ApiJson<MemberIn>,
 ) -> Result<Json<MemberOut>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
@@ -229,7 +229,7 @@ async fn set_member(
 async fn remove_member(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path((ws, username)): Path<(String, String)>,
+    ApiPath((ws, username)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
     require_ws_admin(&ws, "manage members")?;
@@ -255,7 +255,7 @@ async fn remove_member(
 async fn get_statuses(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path(ws): Path<String>,
+    ApiPath(ws): ApiPath<String>,
 ) -> Result<Json<Statuses>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
     Ok(Json(state.store.statuses(ws.id).await?.into()))
@@ -270,7 +270,7 @@ async fn get_statuses(
 async fn put_statuses(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Path(ws): Path<String>,
+    ApiPath(ws): ApiPath<String>,
     ApiJson(input): ApiJson<Statuses>,
 ) -> Result<Json<Statuses>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;

@@ -40,3 +40,22 @@ async fn walkthrough(backend: Backend) {
     assert_eq!(events[1]["payload"]["deletedTags"], json!(["a"]));
     app.stop().await;
 }
+
+conformance!(bad_paths_and_methods_answer_in_the_error_shape);
+
+async fn bad_paths_and_methods_answer_in_the_error_shape(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.workspace("acme").await;
+    // Invalid UTF-8 in a path parameter.
+    let got = app.get(ADMIN_TOKEN, "/api/v1/workspaces/%FF/models").await;
+    crate::helpers::assert_error(&got, 400, Some("path"));
+    // A method the route does not serve.
+    let got = app
+        .call(reqwest::Method::DELETE, "/healthz", None, None)
+        .await;
+    crate::helpers::assert_error(&got, 405, None);
+    // A path no route serves.
+    let got = app.get(ADMIN_TOKEN, "/api/v1/nothing-here").await;
+    crate::helpers::assert_error(&got, 404, None);
+    app.stop().await;
+}
