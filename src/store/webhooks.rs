@@ -417,6 +417,22 @@ impl Store {
             ),
         };
         let node_name = node.to_owned();
+        if self.backend == Backend::Postgres {
+            // One statement is atomic on its own: no BEGIN/COMMIT round trips.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(lease_sql))
+                .bind(lease_until)
+                .bind(node_name)
+                .bind(now);
+            for id in candidates {
+                q = q.bind(id);
+            }
+            let rows = q.fetch_all(&self.write).await?;
+            let won: Vec<String> = rows
+                .iter()
+                .map(|r| r.try_get("id"))
+                .collect::<Result<_, _>>()?;
+            return self.load_claimed(won).await;
+        }
         let won: Vec<String> = self
             .write_tx(move |conn| {
                 Box::pin(async move {
@@ -432,6 +448,11 @@ impl Store {
                 })
             })
             .await?;
+        self.load_claimed(won).await
+    }
+
+    /// Everything the worker needs to send the deliveries it just leased.
+    async fn load_claimed(&self, won: Vec<String>) -> Result<Vec<ClaimedDelivery>, sqlx::Error> {
         if won.is_empty() {
             return Ok(Vec::new());
         }
