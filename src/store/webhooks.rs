@@ -348,8 +348,13 @@ impl Store {
         limit: i64,
         per_webhook: i64,
     ) -> Result<Vec<ClaimedDelivery>, sqlx::Error> {
-        // Per webhook, never across all of them: a dead receiver's backlog cannot crowd the
-        // healthy webhooks out of a claim. First the webhooks with due work and free slots,
+        if self.backend == Backend::Postgres {
+            return self
+                .claim_postgres(node, now, lease_until, limit, per_webhook)
+                .await;
+        }
+        // SQLite. Per webhook, never across all of them: a dead receiver's backlog cannot
+        // crowd the healthy webhooks out of a claim. First the webhooks with due work and free slots,
         // oldest due first; then, for each, its oldest due deliveries up to its free slots.
         let webhooks = sqlx::query(
             "SELECT w.id, \
@@ -397,42 +402,17 @@ impl Store {
         }
         // The candidates were found without a lock; the lease re-checks each one, so a
         // delivery another claimer took meanwhile is simply not won.
-        // One statement leases the whole batch (ids bound as $4, $5, …); on PostgreSQL rows
-        // another node is leasing right now are skipped rather than waited for.
+        // One statement leases the whole batch (ids bound as $4, $5, …).
         let list = (0..candidates.len())
             .map(|i| format!("${}", i + 4))
             .collect::<Vec<_>>()
             .join(", ");
-        let lease_sql = match self.backend {
-            Backend::Sqlite => format!(
-                "UPDATE deliveries SET locked_until = $1, locked_by = $2 WHERE id IN ({list}) \
-                 AND state = 'pending' AND (locked_until IS NULL OR locked_until <= $3) \
-                 RETURNING id"
-            ),
-            Backend::Postgres => format!(
-                "UPDATE deliveries SET locked_until = $1, locked_by = $2 WHERE id IN ( \
-                 SELECT id FROM deliveries WHERE id IN ({list}) AND state = 'pending' \
-                 AND (locked_until IS NULL OR locked_until <= $3) \
-                 FOR UPDATE SKIP LOCKED) RETURNING id"
-            ),
-        };
+        let lease_sql = format!(
+            "UPDATE deliveries SET locked_until = $1, locked_by = $2 WHERE id IN ({list}) \
+             AND state = 'pending' AND (locked_until IS NULL OR locked_until <= $3) \
+             RETURNING id"
+        );
         let node_name = node.to_owned();
-        if self.backend == Backend::Postgres {
-            // One statement is atomic on its own: no BEGIN/COMMIT round trips.
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(lease_sql))
-                .bind(lease_until)
-                .bind(node_name)
-                .bind(now);
-            for id in candidates {
-                q = q.bind(id);
-            }
-            let rows = q.fetch_all(&self.write).await?;
-            let won: Vec<String> = rows
-                .iter()
-                .map(|r| r.try_get("id"))
-                .collect::<Result<_, _>>()?;
-            return self.load_claimed(won).await;
-        }
         let won: Vec<String> = self
             .write_tx(move |conn| {
                 Box::pin(async move {
@@ -448,6 +428,50 @@ impl Store {
                 })
             })
             .await?;
+        self.load_claimed(won).await
+    }
+
+    /// The PostgreSQL claim, in one statement (one round trip): per enabled webhook, its
+    /// oldest due, unleased deliveries up to its free slots (`LATERAL`), rows another node is
+    /// claiming skipped (`SKIP LOCKED`), the oldest `limit` of those leased.
+    async fn claim_postgres(
+        &self,
+        node: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+        per_webhook: i64,
+    ) -> Result<Vec<ClaimedDelivery>, sqlx::Error> {
+        let rows = sqlx::query(
+            "WITH cand AS ( \
+               SELECT d.id, d.next_attempt_at FROM webhooks w \
+               CROSS JOIN LATERAL ( \
+                 SELECT GREATEST($4 - (SELECT COUNT(*) FROM deliveries x \
+                   WHERE x.webhook_id = w.id AND x.state = 'pending' \
+                   AND x.locked_until > $3), 0) AS free) f \
+               CROSS JOIN LATERAL ( \
+                 SELECT d.id, d.next_attempt_at FROM deliveries d \
+                 WHERE d.webhook_id = w.id AND d.state = 'pending' \
+                 AND d.next_attempt_at <= $3 \
+                 AND (d.locked_until IS NULL OR d.locked_until <= $3) \
+                 ORDER BY d.next_attempt_at, d.id LIMIT f.free \
+                 FOR UPDATE OF d SKIP LOCKED) d \
+               WHERE w.enabled = 1 \
+               ORDER BY d.next_attempt_at, d.id LIMIT $5) \
+             UPDATE deliveries SET locked_until = $1, locked_by = $2 FROM cand \
+             WHERE deliveries.id = cand.id RETURNING deliveries.id",
+        )
+        .bind(lease_until)
+        .bind(node)
+        .bind(now)
+        .bind(per_webhook)
+        .bind(limit)
+        .fetch_all(&self.write)
+        .await?;
+        let won: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
         self.load_claimed(won).await
     }
 
