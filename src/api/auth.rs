@@ -173,6 +173,25 @@ pub fn require_ws_admin(ws: &WorkspaceAccess, action: &str) -> Result<(), ApiErr
     }
 }
 
+/// The model `name` in `ws` as a reference (id and names), or 404. Cheaper than [`model`].
+pub async fn model_ref(
+    state: &AppState,
+    ws: &WorkspaceAccess,
+    name: &str,
+) -> Result<ModelRef, ApiError> {
+    let (model_id, model_name) = state
+        .store
+        .model_id(ws.id, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("model"))?;
+    Ok(ModelRef {
+        workspace_id: ws.id,
+        workspace_name: ws.name.clone(),
+        model_id,
+        model_name,
+    })
+}
+
 /// The model `name` in `ws`, or 404.
 pub async fn model(
     state: &AppState,

@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::ErrorResponses;
-use super::auth::{CometAuth, model, require_ws_admin, workspace};
+use super::auth::{CometAuth, model_ref, require_ws_admin, workspace};
 use super::extract::{ApiJson, ApiQuery};
 use super::webhooks::{Parsed, create_from, update_from};
 use crate::app::AppState;
@@ -92,7 +92,7 @@ async fn post_config(
     let mut plan = Vec::new();
     for (i, cfg) in input.webhook_configs.iter().enumerate() {
         let ws = workspace(&state, &caller, &cfg.workspace_name).await?;
-        let (mref, _) = model(&state, &ws, &cfg.model_name).await?;
+        let mref = model_ref(&state, &ws, &cfg.model_name).await?;
         require_ws_admin(&ws, "configure webhooks")?;
         for (j, hook) in cfg.webhook_urls.iter().enumerate() {
             let at = |f: &str| format!("webhookConfigs[{i}].webhookUrls[{j}].{f}");
@@ -185,7 +185,7 @@ async fn get_config(
         .model_name
         .ok_or_else(|| ApiError::invalid("modelName", "modelName is required"))?;
     let ws = workspace(&state, &caller, &ws_name).await?;
-    let (mref, _) = model(&state, &ws, &model_name).await?;
+    let mref = model_ref(&state, &ws, &model_name).await?;
     let hooks = state.store.list_webhooks(mref.model_id).await?;
     Ok(Json(CometConfigs {
         webhook_configs: vec![CometConfig {

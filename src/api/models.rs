@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::{Auth, model, require_ws_admin, workspace};
+use super::auth::{Auth, model, model_ref, require_ws_admin, workspace};
 use super::extract::{ApiJson, ApiPath, ApiQuery, paginate, parse_limit};
 use super::{ErrorResponses, rfc3339};
 use crate::app::AppState;
@@ -176,7 +176,7 @@ async fn patch_model(
     ApiJson(input): ApiJson<ModelPatchIn>,
 ) -> Result<Json<ModelOut>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
-    let (mref, _) = model(&state, &ws, &name).await?;
+    let mref = model_ref(&state, &ws, &name).await?;
     let new_name = input
         .name
         .as_deref()
@@ -212,7 +212,7 @@ async fn delete_model(
     ApiPath((ws, name)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
-    let (mref, _) = model(&state, &ws, &name).await?;
+    let mref = model_ref(&state, &ws, &name).await?;
     require_ws_admin(&ws, "delete models")?;
     match state.store.delete_model(&mref).await? {
         DeleteModel::Deleted => Ok(StatusCode::NO_CONTENT),

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::{Auth, model, require_ws_admin, workspace};
+use super::auth::{Auth, model_ref, require_ws_admin, workspace};
 use super::extract::{ApiJson, ApiPath, ApiQuery, PageQuery, double_option, paginate, parse_limit};
 use super::{ErrorResponses, rfc3339};
 use crate::app::AppState;
@@ -220,7 +220,7 @@ async fn create_version(
     ApiJson(input): ApiJson<VersionIn>,
 ) -> Result<(StatusCode, Json<VersionOut>), ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
-    let (mref, _) = model(&state, &ws, &name).await?;
+    let mref = model_ref(&state, &ws, &name).await?;
     let version = VersionNumber::parse("version", &input.version)?;
     let tags = Tag::parse_set("tags", input.tags.as_deref().unwrap_or_default())?;
     if let Some(key) = &input.source_experiment_key {
@@ -273,7 +273,7 @@ async fn list_versions(
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<VersionList>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
-    let (mref, _) = model(&state, &ws, &name).await?;
+    let mref = model_ref(&state, &ws, &name).await?;
     let limit = page.limit()?;
     let after: Option<VersionCursorJson> = page.cursor()?;
     let after = after.map(|c| VersionCursor {
@@ -307,7 +307,7 @@ async fn get_version(
     ApiPath((ws, name, version)): ApiPath<(String, String, String)>,
 ) -> Result<Json<VersionOut>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
-    let (mref, _) = model(&state, &ws, &name).await?;
+    let mref = model_ref(&state, &ws, &name).await?;
     Ok(Json(version_of(&state, &mref, &version).await?.into()))
 }
 
@@ -324,7 +324,7 @@ async fn delete_version(
     ApiPath((ws, name, version)): ApiPath<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
-    let (mref, _) = model(&state, &ws, &name).await?;
+    let mref = model_ref(&state, &ws, &name).await?;
     version_of(&state, &mref, &version).await?;
     require_ws_admin(&ws, "delete versions")?;
     match state.store.delete_version(&mref, &version).await? {
@@ -348,7 +348,7 @@ async fn change_tags(
     ApiJson(input): ApiJson<TagsIn>,
 ) -> Result<Json<VersionOut>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
-    let (mref, _) = model(&state, &ws, &name).await?;
+    let mref = model_ref(&state, &ws, &name).await?;
     let add = Tag::parse_set("add", input.add.as_deref().unwrap_or_default())?;
     let remove = Tag::parse_set("remove", input.remove.as_deref().unwrap_or_default())?;
     if let Some(both) = add.iter().find(|t| remove.contains(t)) {
@@ -383,7 +383,7 @@ async fn set_status(
     ApiJson(input): ApiJson<StatusIn>,
 ) -> Result<Json<VersionOut>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
-    let (mref, _) = model(&state, &ws, &name).await?;
+    let mref = model_ref(&state, &ws, &name).await?;
     version_of(&state, &mref, &version).await?;
     let Some(status) = input.status else {
         return Err(ApiError::invalid(
@@ -423,7 +423,7 @@ async fn request_status(
     ApiJson(input): ApiJson<StatusRequestIn>,
 ) -> Result<(StatusCode, Json<StatusRequestOut>), ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
-    let (mref, _) = model(&state, &ws, &name).await?;
+    let mref = model_ref(&state, &ws, &name).await?;
     version_of(&state, &mref, &version).await?;
     check_status(&state, &ws, &input.status, "status").await?;
     if let Some(c) = &input.comment {
@@ -460,7 +460,7 @@ async fn list_version_requests(
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<StatusRequestList>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
-    let (mref, _) = model(&state, &ws, &name).await?;
+    let mref = model_ref(&state, &ws, &name).await?;
     let v = version_of(&state, &mref, &version).await?;
     let limit = page.limit()?;
     let after: Option<String> = page.cursor()?;
@@ -540,7 +540,7 @@ async fn decide(
 ) -> Result<Json<StatusRequestOut>, ApiError> {
     let ws = workspace(state, caller, ws).await?;
     if let Some((model_name, version)) = scope {
-        let (mref, _) = model(state, &ws, model_name).await?;
+        let mref = model_ref(state, &ws, model_name).await?;
         version_of(state, &mref, version).await?;
         let found = state.store.get_request(ws.id, id).await?;
         if !found.is_some_and(|r| r.model_name == mref.model_name && r.version == version) {

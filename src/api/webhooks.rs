@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::{Auth, model, require_ws_admin, workspace};
+use super::auth::{Auth, model_ref, require_ws_admin, workspace};
 use super::extract::{
     ApiJson, ApiPath, ApiQuery, decode_cursor, double_option, paginate, parse_limit,
 };
@@ -357,7 +357,7 @@ async fn scope(
     model_name: &str,
 ) -> Result<(WorkspaceAccess, ModelRef), ApiError> {
     let ws = workspace(state, caller, ws).await?;
-    let (mref, _) = model(state, &ws, model_name).await?;
+    let mref = model_ref(state, &ws, model_name).await?;
     Ok((ws, mref))
 }
 

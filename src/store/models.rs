@@ -138,6 +138,21 @@ impl Store {
         row.as_ref().map(model_from_row).transpose()
     }
 
+    /// A model's id and name, without the latest-version columns: what write paths need.
+    pub async fn model_id(
+        &self,
+        workspace_id: i64,
+        name: &str,
+    ) -> Result<Option<(i64, String)>, sqlx::Error> {
+        let row = sqlx::query("SELECT id, name FROM models WHERE workspace_id = $1 AND name = $2")
+            .bind(workspace_id)
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
+            .transpose()
+    }
+
     /// Renames a model and/or changes its description. A taken name is a unique violation.
     pub async fn update_model(
         &self,
