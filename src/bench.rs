@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// Where to write the figures as JSON
     #[arg(long, default_value = "bench-results.json")]
     pub json: std::path::PathBuf,
+    /// Run only these scenarios (comma-separated numbers 1–5; the footprint is always
+    /// measured), e.g. `--only 1,3` while working on throughput
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub only: Vec<u8>,
 }
 
 #[derive(Debug, Default, Serialize, Clone, Copy)]
@@ -455,13 +459,48 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     api.post("/api/v1/workspaces", json!({"name": "bench"}))
         .await?;
 
-    eprintln!("1/6 registry writes…");
-    for c in [1, 16] {
-        report
-            .registry_writes
-            .push(registry_writes(&api, c, write_run).await?);
+    let wanted = |n: u8| args.only.is_empty() || args.only.contains(&n);
+    if wanted(1) {
+        eprintln!("1/6 registry writes…");
+        for c in [1, 16] {
+            report
+                .registry_writes
+                .push(registry_writes(&api, c, write_run).await?);
+        }
+    }
+    if wanted(2) {
+        scenario_latency(args, &api, duration, &mut report).await?;
+    }
+    if wanted(3) {
+        scenario_throughput(args, &api, &mut report).await?;
+    }
+    if wanted(4) {
+        scenario_isolation(args, &api, duration, &mut report).await?;
+    }
+    if wanted(5) {
+        scenario_propagation(args, &api, &mut report).await?;
     }
 
+    eprintln!("6/6 footprint…");
+    report.peak_rss_mb = rss_peak_mb(server.child.id());
+    report.database_mb = match &pg {
+        Some(p) => p.size_mb().await?,
+        None => dir_mb(&data),
+    };
+    drop(server);
+    if let Some(p) = pg {
+        p.drop_database().await;
+    }
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(report)
+}
+
+async fn scenario_latency(
+    args: &BenchArgs,
+    api: &Arc<Api>,
+    duration: Duration,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     eprintln!(
         "2/6 event → delivery latency at {}/s for {duration:?}…",
         args.rate
@@ -474,8 +513,15 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     .await?;
     api.webhook("latency", "healthy", &format!("{}/h", rx.url))
         .await?;
-    report.delivery_latency = steady_latency(&api, "latency", &rx, args.rate, duration).await?;
+    report.delivery_latency = steady_latency(api, "latency", &rx, args.rate, duration).await?;
+    Ok(())
+}
 
+async fn scenario_throughput(
+    args: &BenchArgs,
+    api: &Arc<Api>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     eprintln!(
         "3/6 delivery throughput, 10 webhooks × {} events…",
         args.throughput_events
@@ -521,7 +567,15 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     report.delivery_throughput_deliveries = tp.count.load(Ordering::Relaxed) as usize;
     report.delivery_throughput_per_second =
         report.delivery_throughput_deliveries as f64 / started.elapsed().as_secs_f64();
+    Ok(())
+}
 
+async fn scenario_isolation(
+    args: &BenchArgs,
+    api: &Arc<Api>,
+    duration: Duration,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     eprintln!("4/6 isolation: the same load beside a hung receiver and a closed port…");
     let iso = Receiver::start().await?;
     api.post(
@@ -536,8 +590,15 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     api.webhook("isolation", "closed", &closed_port().await?)
         .await?;
     report.isolation_healthy_latency =
-        steady_latency(&api, "isolation", &iso, args.rate, duration).await?;
+        steady_latency(api, "isolation", &iso, args.rate, duration).await?;
+    Ok(())
+}
 
+async fn scenario_propagation(
+    args: &BenchArgs,
+    api: &Arc<Api>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     eprintln!("5/6 webhook propagation…");
     let prop = Receiver::start().await?;
     api.post(
@@ -598,19 +659,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
         format!("{created_ok}/{}", args.propagation_rounds);
     report.propagation_deleted_received_after =
         format!("{deleted_leaks}/{}", args.propagation_rounds);
-
-    eprintln!("6/6 footprint…");
-    report.peak_rss_mb = rss_peak_mb(server.child.id());
-    report.database_mb = match &pg {
-        Some(p) => p.size_mb().await?,
-        None => dir_mb(&data),
-    };
-    drop(server);
-    if let Some(p) = pg {
-        p.drop_database().await;
-    }
-    let _ = std::fs::remove_dir_all(&data);
-    Ok(report)
+    Ok(())
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
@@ -679,24 +728,52 @@ pub fn table(r: &Report) -> String {
             w.concurrency, w.per_second, w.latency.p50_ms, w.latency.p99_ms, w.requests, w.errors
         ));
     }
+    if r.registry_writes.is_empty() {
+        out.push_str("| 1. registry writes | not run |\n");
+    }
     let l = &r.delivery_latency;
-    out.push_str(&format!(
-        "| 2. event → delivery latency | p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} events) |\n",
-        l.p50_ms, l.p99_ms, l.max_ms, l.count
-    ));
-    out.push_str(&format!(
-        "| 3. delivery throughput (10 webhooks) | {:.0} deliveries/s ({} deliveries, all recorded) |\n",
-        r.delivery_throughput_per_second, r.delivery_throughput_deliveries
-    ));
     let i = &r.isolation_healthy_latency;
-    out.push_str(&format!(
-        "| 4. isolation: healthy webhook beside a hung one and a closed port | p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (p99 {:+.2} ms vs. 2.) |\n",
-        i.p50_ms, i.p99_ms, i.max_ms, i.p99_ms - l.p99_ms
-    ));
-    out.push_str(&format!(
-        "| 5. propagation | new webhook got the next event: {}; deleted webhook got an event after deletion: {} |\n",
-        r.propagation_created_received_next_event, r.propagation_deleted_received_after
-    ));
+    let rows = [
+        (
+            l.count > 0,
+            "2. event → delivery latency",
+            format!(
+                "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} events)",
+                l.p50_ms, l.p99_ms, l.max_ms, l.count
+            ),
+        ),
+        (
+            r.delivery_throughput_deliveries > 0,
+            "3. delivery throughput (10 webhooks)",
+            format!(
+                "{:.0} deliveries/s ({} deliveries, all recorded)",
+                r.delivery_throughput_per_second, r.delivery_throughput_deliveries
+            ),
+        ),
+        (
+            i.count > 0,
+            "4. isolation: healthy webhook beside a hung one and a closed port",
+            format!(
+                "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (p99 {:+.2} ms vs. 2.)",
+                i.p50_ms,
+                i.p99_ms,
+                i.max_ms,
+                i.p99_ms - l.p99_ms
+            ),
+        ),
+        (
+            !r.propagation_created_received_next_event.is_empty(),
+            "5. propagation",
+            format!(
+                "new webhook got the next event: {}; deleted webhook got an event after deletion: {}",
+                r.propagation_created_received_next_event, r.propagation_deleted_received_after
+            ),
+        ),
+    ];
+    for (ran, name, figure) in rows {
+        let figure = if ran { figure } else { "not run".to_owned() };
+        out.push_str(&format!("| {name} | {figure} |\n"));
+    }
     out.push_str(&format!(
         "| 6. footprint | peak RSS {:.1} MB, database {:.1} MB |\n",
         r.peak_rss_mb, r.database_mb

@@ -127,6 +127,73 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
+/// The caller, their access to the path's workspace `{ws}`, and the path's model `{model}`:
+/// the same answers, errors and order of checks as [`Auth`], [`workspace`] and [`model_ref`]
+/// in turn (401, then 404 for the workspace, then 404 for the model), found with one query
+/// for a bearer token. This is the hot path of every model-scoped write.
+pub struct ModelScope {
+    pub caller: Caller,
+    pub ws: WorkspaceAccess,
+    pub model: ModelRef,
+}
+
+impl FromRequestParts<AppState> for ModelScope {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let params = axum::extract::RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::Invalid {
+                message: format!("invalid path: {}", e.body_text()),
+                field: Some("path".into()),
+            })?;
+        let (mut ws_name, mut model_name) = (None, None);
+        for (key, value) in &params {
+            match key {
+                "ws" => ws_name = Some(value.to_owned()),
+                "model" => model_name = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+        let (Some(ws_name), Some(model_name)) = (ws_name, model_name) else {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "ModelScope on a route without {{ws}} and {{model}}"
+            )));
+        };
+        if parts.headers.get(AUTHORIZATION).is_none() {
+            // A web UI session: the three steps, as every other route takes them.
+            let Auth(caller) = Auth::from_request_parts(parts, state).await?;
+            let ws = workspace(state, &caller, &ws_name).await?;
+            let model = model_ref(state, &ws, &model_name).await?;
+            return Ok(ModelScope { caller, ws, model });
+        }
+        let token = token_from(parts, false)?;
+        if token.is_empty() || token.len() > 512 {
+            return Err(ApiError::Unauthorized("invalid or revoked token".into()));
+        }
+        let row = state
+            .store
+            .model_scope(&hash_token(&token), &ws_name, &model_name)
+            .await?
+            .ok_or_else(|| ApiError::Unauthorized("invalid or revoked token".into()))?;
+        let ws = row
+            .workspace
+            .ok_or_else(|| ApiError::not_found("workspace"))?;
+        let (model_id, model_name) = row.model.ok_or_else(|| ApiError::not_found("model"))?;
+        let model = ModelRef {
+            workspace_id: ws.id,
+            workspace_name: ws.name.clone(),
+            model_id,
+            model_name,
+        };
+        Ok(ModelScope {
+            caller: row.caller,
+            ws,
+            model,
+        })
+    }
+}
+
 /// Like [`Auth`], but also accepts a bare `Authorization: <token>` (the Comet routes).
 pub struct CometAuth(pub Caller);
 

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::{Auth, model_ref, require_ws_admin, workspace};
+use super::auth::{Auth, ModelScope, model_ref, require_ws_admin, workspace};
 use super::extract::{ApiJson, ApiPath, ApiQuery, PageQuery, double_option, paginate, parse_limit};
 use super::{ErrorResponses, rfc3339};
 use crate::app::AppState;
@@ -215,12 +215,13 @@ async fn version_of(state: &AppState, mref: &ModelRef, version: &str) -> Result<
     responses((status = 201, body = VersionOut), ErrorResponses))]
 async fn create_version(
     State(state): State<AppState>,
-    Auth(caller): Auth,
-    ApiPath((ws, name)): ApiPath<(String, String)>,
+    ModelScope {
+        caller,
+        ws,
+        model: mref,
+    }: ModelScope,
     ApiJson(input): ApiJson<VersionIn>,
 ) -> Result<(StatusCode, Json<VersionOut>), ApiError> {
-    let ws = workspace(&state, &caller, &ws).await?;
-    let mref = model_ref(&state, &ws, &name).await?;
     let version = VersionNumber::parse("version", &input.version)?;
     let tags = Tag::parse_set("tags", input.tags.as_deref().unwrap_or_default())?;
     if let Some(key) = &input.source_experiment_key {

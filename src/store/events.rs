@@ -23,13 +23,14 @@ pub struct EventCursor {
 
 impl Store {
     /// Writes an event inside `tx`, the transaction of the change it reports, and its
-    /// deliveries: one per enabled webhook of the model subscribed to its trigger.
+    /// deliveries: one per enabled webhook of the model subscribed to its trigger. Answers
+    /// how many deliveries it wrote (the worker needs waking only when some were).
     pub(super) async fn insert_event(
         &self,
         tx: &mut sqlx::AnyConnection,
         model: &ModelRef,
         payload: &EventPayload,
-    ) -> Result<String, sqlx::Error> {
+    ) -> Result<usize, sqlx::Error> {
         let id = uuid::Uuid::now_v7().to_string();
         let body = serde_json::to_string(payload).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         if self.backend == Backend::Postgres {
@@ -63,8 +64,7 @@ impl Store {
             payload.event_trigger.as_str(),
             now,
         )
-        .await?;
-        Ok(id)
+        .await
     }
 
     /// Events of a workspace after `after`, in commit order (`seq` is commit order: see

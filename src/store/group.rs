@@ -90,40 +90,79 @@ async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Job>) {
                 continue;
             }
         };
-        if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
-            fail_all(jobs, &e);
+        if jobs.len() == 1 {
+            // Alone in its transaction: no savepoint needed, a failure rolls it all back.
+            run_one(&mut conn, jobs).await;
+        } else {
+            run_batch(&mut conn, jobs).await;
+        }
+    }
+}
+
+/// Runs one job in its own transaction.
+async fn run_one(conn: &mut AnyConnection, jobs: Vec<Job>) {
+    if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
+        fail_all(jobs, &e);
+        return;
+    }
+    for job in jobs {
+        let (ok, finish) = job(conn).await;
+        if ok {
+            match conn.execute("COMMIT").await {
+                Ok(_) => finish(None),
+                Err(e) => {
+                    tracing::error!(error = %e, "commit failed");
+                    let _ = conn.execute("ROLLBACK").await;
+                    finish(Some(&e));
+                }
+            }
+        } else {
+            if let Err(e) = conn.execute("ROLLBACK").await {
+                tracing::error!(error = %e, "rolling back a failed write failed");
+            }
+            finish(None);
+        }
+    }
+}
+
+/// Runs several jobs in one transaction, each in a savepoint. The statements that close one
+/// savepoint and open the next go to SQLite as one batch: one round trip to the
+/// connection's thread between jobs instead of two.
+async fn run_batch(conn: &mut AnyConnection, jobs: Vec<Job>) {
+    if let Err(e) = conn.execute("BEGIN IMMEDIATE; SAVEPOINT berth_job").await {
+        let _ = conn.execute("ROLLBACK").await;
+        fail_all(jobs, &e);
+        return;
+    }
+    let last = jobs.len() - 1;
+    let mut finishes: Vec<Finish> = Vec::with_capacity(jobs.len());
+    let mut broken: Option<sqlx::Error> = None;
+    for (i, job) in jobs.into_iter().enumerate() {
+        if broken.is_some() {
+            // A savepoint statement failed: the transaction's state is unknown, so nothing
+            // more runs and nothing of this batch is acknowledged. Dropping the job drops
+            // its answer channel: its caller gets an error.
+            drop(job);
             continue;
         }
-        let mut finishes: Vec<Finish> = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            if let Err(e) = conn.execute("SAVEPOINT berth_job").await {
-                // The job never runs: dropping it drops its answer channel, and its caller
-                // gets an error, with nothing acknowledged.
-                tracing::error!(error = %e, "opening a savepoint failed");
-                drop(job);
-                continue;
-            }
-            let (ok, finish) = job(&mut conn).await;
-            let closed = if ok {
-                conn.execute("RELEASE berth_job").await
-            } else {
-                match conn.execute("ROLLBACK TO berth_job").await {
-                    Ok(_) => conn.execute("RELEASE berth_job").await,
-                    Err(e) => Err(e),
-                }
-            };
-            if let Err(e) = closed {
-                tracing::error!(error = %e, "closing a savepoint failed");
-            }
-            finishes.push(finish);
+        let (ok, finish) = job(conn).await;
+        finishes.push(finish);
+        let close = match (ok, i == last) {
+            (true, false) => "RELEASE berth_job; SAVEPOINT berth_job",
+            (false, false) => "ROLLBACK TO berth_job; RELEASE berth_job; SAVEPOINT berth_job",
+            (true, true) => "RELEASE berth_job; COMMIT",
+            (false, true) => "ROLLBACK TO berth_job; RELEASE berth_job; COMMIT",
+        };
+        if let Err(e) = conn.execute(close).await {
+            broken = Some(e);
         }
-        match conn.execute("COMMIT").await {
-            Ok(_) => finishes.into_iter().for_each(|f| f(None)),
-            Err(e) => {
-                tracing::error!(error = %e, "group commit failed");
-                let _ = conn.execute("ROLLBACK").await;
-                finishes.into_iter().for_each(|f| f(Some(&e)));
-            }
+    }
+    match broken {
+        None => finishes.into_iter().for_each(|f| f(None)),
+        Some(e) => {
+            tracing::error!(error = %e, "group commit failed");
+            let _ = conn.execute("ROLLBACK").await;
+            finishes.into_iter().for_each(|f| f(Some(&e)));
         }
     }
 }
@@ -133,4 +172,104 @@ fn fail_all(jobs: Vec<Job>, e: &sqlx::Error) {
     // The jobs never ran; answer each with the error by running nothing. Dropping a job
     // drops its answer channel, which its caller reads as the pool being closed.
     drop(jobs);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Row;
+
+    async fn pool() -> (tempfile::TempDir, AnyPool) {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("g.db").display());
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .expect("open");
+        sqlx::query("CREATE TABLE t (v INTEGER PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .expect("create");
+        (dir, pool)
+    }
+
+    fn insert(
+        v: i64,
+    ) -> impl for<'c> FnOnce(&'c mut AnyConnection) -> ConnFuture<'c, Result<i64, sqlx::Error>>
+    + Send
+    + 'static {
+        move |conn| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO t (v) VALUES ($1)")
+                    .bind(v)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(v)
+            })
+        }
+    }
+
+    /// Jobs queued while the writer is busy form one batch; the failing one in the middle
+    /// (a duplicate key) is answered with its error and leaves no trace, the others commit.
+    #[tokio::test]
+    async fn a_batch_commits_the_good_jobs_and_refuses_the_bad_one_alone() {
+        let (_dir, pool) = pool().await;
+        let writer = GroupWriter::start(pool.clone());
+        let (release, hold) = oneshot::channel::<()>();
+        let first = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                writer
+                    .write(move |conn| {
+                        Box::pin(async move {
+                            let _ = hold.await;
+                            sqlx::query("INSERT INTO t (v) VALUES (1)")
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(1)
+                        })
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Queued behind the held job: 2, a duplicate of 2, 3 and 4 run as one batch.
+        let mut rest = Vec::new();
+        for v in [2, 2, 3, 4] {
+            let writer = writer.clone();
+            rest.push(tokio::spawn(async move { writer.write(insert(v)).await }));
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let _ = release.send(());
+        assert_eq!(first.await.expect("join").expect("first"), 1);
+        let mut ok = Vec::new();
+        let mut failed = 0;
+        for t in rest {
+            match t.await.expect("join") {
+                Ok(v) => ok.push(v),
+                Err(e) => {
+                    assert!(is_unique(&e), "{e}");
+                    failed += 1;
+                }
+            }
+        }
+        ok.sort_unstable();
+        assert_eq!((ok, failed), (vec![2, 3, 4], 1));
+        let rows: Vec<i64> = sqlx::query("SELECT v FROM t ORDER BY v")
+            .fetch_all(&pool)
+            .await
+            .expect("select")
+            .iter()
+            .map(|r| r.get::<i64, _>("v"))
+            .collect();
+        assert_eq!(rows, vec![1, 2, 3, 4]);
+    }
+
+    fn is_unique(e: &sqlx::Error) -> bool {
+        e.as_database_error()
+            .is_some_and(|d| d.is_unique_violation())
+    }
 }

@@ -136,7 +136,7 @@ impl Store {
         new: &NewVersion,
     ) -> Result<Version, sqlx::Error> {
         let (store, model, new) = (self.clone(), model.clone(), new.clone());
-        let version = self
+        let (version, deliveries) = self
             .write_tx(move |conn| {
                 Box::pin(async move {
                     let now = now_micros();
@@ -161,7 +161,7 @@ impl Store {
                     .fetch_one(&mut *conn)
                     .await?;
                     let version = version_from_row(&row)?;
-                    store
+                    let deliveries = store
                         .insert_event(
                             conn,
                             &model,
@@ -174,11 +174,13 @@ impl Store {
                             ),
                         )
                         .await?;
-                    Ok(version)
+                    Ok((version, deliveries))
                 })
             })
             .await?;
-        self.wake_worker();
+        if deliveries > 0 {
+            self.wake_worker();
+        }
         Ok(version)
     }
 

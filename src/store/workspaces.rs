@@ -53,7 +53,7 @@ impl StatusDef {
     }
 }
 
-fn role_of(text: &str) -> Role {
+pub(super) fn role_of(text: &str) -> Role {
     if text == "admin" {
         Role::Admin
     } else {
