@@ -573,13 +573,14 @@ fn test_result(req: &http::Outgoing, outcome: Outcome) -> TestResult {
     }
 }
 
-/// Records a Test Webhook in the audit log, on its own (a test changes nothing else): where
-/// it went (host only) and how it ended, never the secret, headers or bodies.
+/// Records a Test Webhook in the audit log, on its own (a test changes nothing else): which
+/// webhook (if any), whether its saved configuration was tested, where it went (host only)
+/// and how it ended; never the secret, headers or bodies.
 async fn audit_test(
     state: &AppState,
     actor: &str,
     mref: &ModelRef,
-    webhook: Option<&WebhookRecord>,
+    (webhook, saved): (Option<&WebhookRecord>, bool),
     url: &str,
     result: &TestResult,
 ) -> Result<(), ApiError> {
@@ -593,7 +594,7 @@ async fn audit_test(
         action: AuditAction::WebhookTested,
         target,
         details: serde_json::json!({
-            "saved": webhook.is_some(),
+            "saved": saved,
             "urlHost": url_host(url),
             "success": result.success,
             "statusCode": result.status_code,
@@ -676,7 +677,7 @@ async fn test_unsaved(
         &state,
         &caller.username,
         &mref,
-        stored.as_ref(),
+        (stored.as_ref(), false),
         p.url.as_str(),
         &result,
     )
@@ -705,7 +706,7 @@ async fn test_saved(
         &state,
         &caller.username,
         &mref,
-        Some(&record),
+        (Some(&record), true),
         &record.url,
         &result,
     )

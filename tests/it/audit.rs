@@ -136,6 +136,15 @@ async fn records_each_action_with_actor_and_target(backend: Backend) {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
+    // The modal's Test of the webhook being edited: its target, but not its saved configuration.
+    let (s, b) = app
+        .post(
+            &bob,
+            &format!("{HOOKS}/test"),
+            json!({"url": format!("{}/edited", rx.url), "webhookId": id}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
     let (s, rotated) = app
         .post_empty(&bob, &format!("{HOOKS}/{id}/signing-secret/rotate"))
         .await;
@@ -296,17 +305,19 @@ async fn records_each_action_with_actor_and_target(backend: Backend) {
     assert_eq!(target(one(&entries, "webhook.enabled", "bob")), hook_target);
 
     let tests = with_action(&entries, "webhook.tested");
-    assert_eq!(tests.len(), 2, "{tests:?}");
-    // Newest first: the unsaved test, then the saved one.
+    assert_eq!(tests.len(), 3, "{tests:?}");
+    // Newest first: the edited webhook's form, the unsaved one, then the saved webhook.
     assert_eq!(tests[0]["details"]["saved"], false);
+    assert_eq!(target(tests[0]), hook_target);
+    assert_eq!(tests[1]["details"]["saved"], false);
     assert_eq!(
-        target(tests[0]),
+        target(tests[1]),
         json!({"model": "fraud", "version": null, "webhookId": null, "webhookName": null})
     );
-    assert_eq!(tests[1]["details"]["saved"], true);
-    assert_eq!(tests[1]["details"]["success"], true);
-    assert_eq!(tests[1]["details"]["statusCode"], 200);
-    assert_eq!(target(tests[1]), hook_target);
+    assert_eq!(tests[2]["details"]["saved"], true);
+    assert_eq!(tests[2]["details"]["success"], true);
+    assert_eq!(tests[2]["details"]["statusCode"], 200);
+    assert_eq!(target(tests[2]), hook_target);
     assert!(tests.iter().all(|t| t["actor"] == "bob"));
 
     assert_eq!(
