@@ -48,17 +48,29 @@ fn query_string(q: &AuditQuery, cursor: Option<&str>) -> String {
     }
 }
 
-/// A value of the details object, for a person: strings as they are, the rest as JSON.
+/// True for a value that says nothing: null or an empty list.
+fn blank(v: &serde_json::Value) -> bool {
+    v.is_null() || v.as_array().is_some_and(Vec::is_empty)
+}
+
+/// A value of the details object, for a person: strings as they are, lists joined, a
+/// `{from, to}` pair as an arrow, other objects as `key value` parts without the blank ones.
 fn show(v: &serde_json::Value) -> String {
+    use serde_json::Value;
     match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => "—".into(),
-        serde_json::Value::Array(items) => items.iter().map(show).collect::<Vec<_>>().join(", "),
-        serde_json::Value::Object(map) => map
-            .iter()
-            .map(|(k, v)| format!("{k} {}", show(v)))
-            .collect::<Vec<_>>()
-            .join(", "),
+        Value::String(s) => s.clone(),
+        Value::Null => "none".into(),
+        Value::Array(items) if items.is_empty() => "none".into(),
+        Value::Array(items) => items.iter().map(show).collect::<Vec<_>>().join(", "),
+        Value::Object(map) => match (map.len(), map.get("from"), map.get("to")) {
+            (2, Some(from), Some(to)) => format!("{} → {}", show(from), show(to)),
+            _ => map
+                .iter()
+                .filter(|(_, v)| !blank(v))
+                .map(|(k, v)| format!("{k} {}", show(v)))
+                .collect::<Vec<_>>()
+                .join(" / "),
+        },
         other => other.to_string(),
     }
 }
@@ -177,9 +189,17 @@ mod tests {
 
     #[test]
     fn details_read_as_text() {
-        let v = serde_json::json!({"changed": ["url", "headers"], "secret": "set", "n": 3});
+        let v = serde_json::json!({
+            "changed": ["url", "headers"],
+            "headers": {"added": [], "changed": ["X-Team"], "removed": []},
+            "triggers": {"from": ["A"], "to": ["A", "B"]},
+            "secret": "set",
+            "n": 3,
+        });
         let text = details(&v).into_string();
         assert!(text.contains("url, headers"), "{text}");
+        assert!(text.contains("headers: </span>changed X-Team;"), "{text}");
+        assert!(text.contains("A → A, B"), "{text}");
         assert!(text.contains("set"), "{text}");
     }
 }
