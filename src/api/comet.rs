@@ -150,10 +150,10 @@ async fn post_config(
             };
             match existing {
                 Some(record) => {
-                    update_from(&state, record, parsed).await?;
+                    update_from(&state, record, parsed, &caller.username).await?;
                 }
                 None => {
-                    create_from(&state, &mref, parsed).await?;
+                    create_from(&state, &mref, parsed, &caller.username).await?;
                 }
             }
         }

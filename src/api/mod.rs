@@ -2,6 +2,7 @@
 //! them, serves the OpenAPI document generated from their annotations, and answers unknown
 //! paths in the API's error shape.
 
+pub mod audit;
 pub mod auth;
 pub mod comet;
 pub mod events;
@@ -47,6 +48,7 @@ use crate::error::{ApiError, ErrorBody};
         (name = "versions", description = "Model versions, tags, statuses and status requests"),
         (name = "events", description = "The event outbox: every webhook trigger, in commit order"),
         (name = "webhooks", description = "Webhooks, their deliveries, Test Webhook, and Comet-compatible configuration"),
+        (name = "audit", description = "The audit log: who changed what in a workspace, and when (workspace admins)"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]
@@ -108,6 +110,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(versions::router())
         .merge(events::router())
         .merge(webhooks::router())
+        .merge(audit::router())
         .merge(comet::router())
 }
 

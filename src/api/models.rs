@@ -111,7 +111,7 @@ async fn create_model(
     check_description(&description)?;
     let m = state
         .store
-        .create_model(ws.id, name.as_str(), &description)
+        .create_model(ws.id, name.as_str(), &description, &caller.username)
         .await
         .map_err(|e| ApiError::unique(e, "name", "a model with this name already exists"))?;
     Ok((StatusCode::CREATED, Json(m.into())))
@@ -214,7 +214,7 @@ async fn delete_model(
     let ws = workspace(&state, &caller, &ws).await?;
     let mref = model_ref(&state, &ws, &name).await?;
     require_ws_admin(&ws, "delete models")?;
-    match state.store.delete_model(&mref).await? {
+    match state.store.delete_model(&mref, &caller.username).await? {
         DeleteModel::Deleted => Ok(StatusCode::NO_CONTENT),
         DeleteModel::HasVersions => Err(ApiError::conflict(
             "model",

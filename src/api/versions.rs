@@ -328,7 +328,11 @@ async fn delete_version(
     let mref = model_ref(&state, &ws, &name).await?;
     version_of(&state, &mref, &version).await?;
     require_ws_admin(&ws, "delete versions")?;
-    match state.store.delete_version(&mref, &version).await? {
+    match state
+        .store
+        .delete_version(&mref, &version, &caller.username)
+        .await?
+    {
         Some(_) => Ok(StatusCode::NO_CONTENT),
         None => Err(ApiError::not_found("version")),
     }
@@ -360,7 +364,7 @@ async fn change_tags(
     }
     match state
         .store
-        .change_tags(&mref, &version, &add, &remove)
+        .change_tags(&mref, &version, &add, &remove, &caller.username)
         .await?
     {
         Some(v) => Ok(Json(v.into())),
@@ -392,15 +396,19 @@ async fn set_status(
             "status is required (a status name, or null to clear it)",
         ));
     };
+    // A status that needs review, set directly by an admin, is a forced change.
+    let mut forced = false;
     if let Some(s) = &status
         && check_status(&state, &ws, s, "status").await?
-        && ws.role != Role::Admin
     {
-        return Err(review_forbidden(s));
+        if ws.role != Role::Admin {
+            return Err(review_forbidden(s));
+        }
+        forced = true;
     }
     match state
         .store
-        .set_status(&mref, &version, status.as_deref())
+        .set_status(&mref, &version, status.as_deref(), &caller.username, forced)
         .await?
     {
         Some(v) => Ok(Json(v.into())),

@@ -27,7 +27,10 @@ use crate::domain::{
     EventPayload, WebhookUrl, parse_headers, parse_secret, parse_triggers, parse_webhook_name,
 };
 use crate::error::ApiError;
-use crate::store::{ModelRef, WebhookRecord, WorkspaceAccess, now_micros};
+use crate::store::{
+    AuditAction, AuditEntry, AuditTarget, ModelRef, WebhookRecord, WorkspaceAccess, now_micros,
+    url_host,
+};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -361,11 +364,12 @@ async fn scope(
     Ok((ws, mref))
 }
 
-/// Creates a webhook from a parsed configuration.
+/// Creates a webhook from a parsed configuration, as `actor`.
 pub(crate) async fn create_from(
     state: &AppState,
     mref: &ModelRef,
     p: Parsed,
+    actor: &str,
 ) -> Result<WebhookRecord, ApiError> {
     let id = uuid::Uuid::now_v7().to_string();
     let now = now_micros();
@@ -393,17 +397,22 @@ pub(crate) async fn create_from(
         updated_at: now,
         last_delivery: None,
     };
-    state.store.create_webhook(&record).await.map_err(|e| {
-        ApiError::unique(e, "name", "this model already has a webhook with this name")
-    })?;
+    state
+        .store
+        .create_webhook(&record, actor)
+        .await
+        .map_err(|e| {
+            ApiError::unique(e, "name", "this model already has a webhook with this name")
+        })?;
     Ok(record)
 }
 
-/// Applies a parsed configuration to a stored webhook.
+/// Applies a parsed configuration to a stored webhook, as `actor`.
 pub(crate) async fn update_from(
     state: &AppState,
     mut record: WebhookRecord,
     p: Parsed,
+    actor: &str,
 ) -> Result<WebhookRecord, ApiError> {
     record.name = p.name;
     record.url = p.url.as_str().to_owned();
@@ -426,9 +435,13 @@ pub(crate) async fn update_from(
         }
         record.enabled = enabled;
     }
-    state.store.update_webhook(&record).await.map_err(|e| {
-        ApiError::unique(e, "name", "this model already has a webhook with this name")
-    })?;
+    state
+        .store
+        .update_webhook(&record, actor)
+        .await
+        .map_err(|e| {
+            ApiError::unique(e, "name", "this model already has a webhook with this name")
+        })?;
     record.updated_at = now_micros();
     Ok(record)
 }
@@ -448,7 +461,7 @@ async fn create_webhook(
     let (ws, mref) = scope(&state, &caller, &ws, &name).await?;
     require_ws_admin(&ws, "configure webhooks")?;
     let p = parse_config(&state, RawConfig::of(&input))?;
-    let record = create_from(&state, &mref, p).await?;
+    let record = create_from(&state, &mref, p, &caller.username).await?;
     Ok((StatusCode::CREATED, Json(record.into())))
 }
 
@@ -504,7 +517,7 @@ async fn put_webhook(
     let record = webhook_of(&state, &mref, &id).await?;
     require_ws_admin(&ws, "configure webhooks")?;
     let p = parse_config(&state, RawConfig::of(&input))?;
-    let record = update_from(&state, record, p).await?;
+    let record = update_from(&state, record, p, &caller.username).await?;
     let fresh = state
         .store
         .get_webhook(mref.model_id, &record.id)
@@ -528,7 +541,11 @@ async fn delete_webhook(
     let (ws, mref) = scope(&state, &caller, &ws, &name).await?;
     webhook_of(&state, &mref, &id).await?;
     require_ws_admin(&ws, "configure webhooks")?;
-    if state.store.delete_webhook(mref.model_id, &id).await? {
+    if state
+        .store
+        .delete_webhook(mref.model_id, &id, &caller.username)
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("webhook"))
@@ -554,6 +571,38 @@ fn test_result(req: &http::Outgoing, outcome: Outcome) -> TestResult {
         },
         response,
     }
+}
+
+/// Records a Test Webhook in the audit log, on its own (a test changes nothing else): which
+/// webhook (if any), whether its saved configuration was tested, where it went (host only)
+/// and how it ended; never the secret, headers or bodies.
+async fn audit_test(
+    state: &AppState,
+    actor: &str,
+    mref: &ModelRef,
+    (webhook, saved): (Option<&WebhookRecord>, bool),
+    url: &str,
+    result: &TestResult,
+) -> Result<(), ApiError> {
+    let target = match webhook {
+        Some(w) => AuditTarget::webhook(&mref.model_name, &w.id, &w.name),
+        None => AuditTarget::model(&mref.model_name),
+    };
+    let entry = AuditEntry {
+        workspace_id: mref.workspace_id,
+        actor: actor.to_owned(),
+        action: AuditAction::WebhookTested,
+        target,
+        details: serde_json::json!({
+            "saved": saved,
+            "urlHost": url_host(url),
+            "success": result.success,
+            "statusCode": result.status_code,
+            "errorClass": result.error_class,
+        }),
+    };
+    state.store.record_audit(&entry).await?;
+    Ok(())
 }
 
 /// Sends the TEST event to `target` now, through the same signing and SSRF guard as every
@@ -623,7 +672,17 @@ async fn test_unsaved(
         github_actions: p.github_actions,
         signing_secrets: signing,
     };
-    Ok(Json(send_test(&state, &mref, &target).await))
+    let result = send_test(&state, &mref, &target).await;
+    audit_test(
+        &state,
+        &caller.username,
+        &mref,
+        (stored.as_ref(), false),
+        p.url.as_str(),
+        &result,
+    )
+    .await?;
+    Ok(Json(result))
 }
 
 /// Test a saved webhook: sends the TEST event at once, with its secret and signing key.
@@ -642,7 +701,17 @@ async fn test_saved(
     let record = webhook_of(&state, &mref, &id).await?;
     require_ws_admin(&ws, "test webhooks")?;
     let target = target_of(&state.secrets, &record).map_err(ApiError::Internal)?;
-    Ok(Json(send_test(&state, &mref, &target).await))
+    let result = send_test(&state, &mref, &target).await;
+    audit_test(
+        &state,
+        &caller.username,
+        &mref,
+        (Some(&record), true),
+        &record.url,
+        &result,
+    )
+    .await?;
+    Ok(Json(result))
 }
 
 fn signing_out(state: &AppState, w: &WebhookRecord) -> Result<SigningSecretOut, ApiError> {
@@ -710,7 +779,13 @@ async fn rotate_signing_secret(
     let expires = now_micros() + 24 * 3600 * 1_000_000;
     state
         .store
-        .rotate_signing_key(&record.id, &new_enc, &record.signing_key_enc, expires)
+        .rotate_signing_key(
+            &record.id,
+            &new_enc,
+            &record.signing_key_enc,
+            expires,
+            &caller.username,
+        )
         .await?;
     let record = webhook_of(&state, &mref, &id).await?;
     Ok(Json(signing_out(&state, &record)?))
@@ -862,7 +937,11 @@ async fn redeliver(
     let (ws, mref) = scope(&state, &caller, &ws, &name).await?;
     let record = webhook_of(&state, &mref, &id).await?;
     require_ws_admin(&ws, "redeliver")?;
-    if !state.store.redeliver(&record.id, &delivery_id).await? {
+    if !state
+        .store
+        .redeliver(&record.id, &delivery_id, &caller.username)
+        .await?
+    {
         return Err(ApiError::not_found("delivery"));
     }
     state.store.wake_worker();
@@ -899,7 +978,10 @@ async fn replay(
             )
         })?
         .timestamp_micros();
-    let requeued = state.store.replay_failed(&record.id, since).await?;
+    let requeued = state
+        .store
+        .replay_failed(&record.id, since, &caller.username)
+        .await?;
     state.store.wake_worker();
     Ok((StatusCode::ACCEPTED, Json(ReplayOut { requeued })))
 }

@@ -212,7 +212,11 @@ async fn set_member(
         .user_by_name(username.as_str())
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
-    match state.store.set_member(ws.id, user.id, role).await? {
+    match state
+        .store
+        .set_member(ws.id, user.id, role, &caller.username)
+        .await?
+    {
         Ok(member) => Ok(Json(member.into())),
         Err(_) => Err(ApiError::conflict(
             "role",
@@ -238,7 +242,11 @@ async fn remove_member(
         .user_by_name(&username)
         .await?
         .ok_or_else(|| ApiError::not_found("member"))?;
-    match state.store.remove_member(ws.id, user.id).await? {
+    match state
+        .store
+        .remove_member(ws.id, user.id, &caller.username)
+        .await?
+    {
         Ok(true) => Ok(StatusCode::NO_CONTENT),
         Ok(false) => Err(ApiError::not_found("member")),
         Err(_) => Err(ApiError::conflict(

@@ -7,7 +7,8 @@
 //! the same numbers. The conformance suite (`tests/it`) runs every test against both.
 //!
 //! Every change that is a webhook trigger writes its event row in the same transaction as the
-//! change (see [`events::insert_event`]).
+//! change (see [`events::insert_event`]), and every change an admin may need to account for
+//! writes its audit row in that same transaction (see `audit.rs`).
 
 /// A `SELECT` that locks the rows it reads: `FOR UPDATE` on PostgreSQL; on SQLite the text as
 /// is, since its write transactions are already exclusive.
@@ -17,6 +18,7 @@ macro_rules! locked {
     };
 }
 
+mod audit;
 mod events;
 mod group;
 mod models;
@@ -35,6 +37,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use tokio::sync::Notify;
 
+pub use audit::{
+    AuditAction, AuditEntry, AuditFilter, AuditRecord, AuditTarget, SYSTEM_ACTOR, url_host,
+};
 pub use events::{EventCursor, EventRecord};
 pub use models::{DeleteModel, Model, ModelPatch, ModelScopeRow};
 pub use users::{Caller, TokenInfo, User};

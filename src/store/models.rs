@@ -2,6 +2,7 @@
 
 use sqlx::Row;
 
+use super::audit::{AuditAction, AuditEntry, AuditTarget};
 use super::workspaces::role_of;
 use super::{Caller, ModelRef, Store, WorkspaceAccess, now_micros};
 use crate::domain::Role;
@@ -70,13 +71,16 @@ fn model_from_row(row: &sqlx::any::AnyRow) -> Result<Model, sqlx::Error> {
 }
 
 impl Store {
+    /// Creates a model, with its `model.created` audit row. A taken name is a unique violation.
     pub async fn create_model(
         &self,
         workspace_id: i64,
         name: &str,
         description: &str,
+        actor: &str,
     ) -> Result<Model, sqlx::Error> {
         let now = now_micros();
+        let mut tx = self.begin().await?;
         let id: i64 = sqlx::query(
             "INSERT INTO models (workspace_id, name, description, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $4) RETURNING id",
@@ -85,9 +89,18 @@ impl Store {
         .bind(name)
         .bind(description)
         .bind(now)
-        .fetch_one(&self.write)
+        .fetch_one(&mut *tx)
         .await?
         .try_get("id")?;
+        let entry = AuditEntry {
+            workspace_id,
+            actor: actor.to_owned(),
+            action: AuditAction::ModelCreated,
+            target: AuditTarget::model(name),
+            details: serde_json::json!({}),
+        };
+        self.insert_audit(&mut tx, &entry).await?;
+        tx.commit().await?;
         Ok(Model {
             id,
             name: name.to_owned(),
@@ -180,7 +193,11 @@ impl Store {
 
     /// Deletes a model (and its webhooks) that has no versions and no delivery still pending,
     /// so that no event is lost with it.
-    pub async fn delete_model(&self, model: &ModelRef) -> Result<DeleteModel, sqlx::Error> {
+    pub async fn delete_model(
+        &self,
+        model: &ModelRef,
+        actor: &str,
+    ) -> Result<DeleteModel, sqlx::Error> {
         let mut tx = self.begin().await?;
         // Lock the model row: a concurrent version insert (which checks the foreign key)
         // then waits for this transaction instead of slipping in between.
@@ -211,6 +228,14 @@ impl Store {
             .bind(model.model_id)
             .execute(&mut *tx)
             .await?;
+        let entry = AuditEntry {
+            workspace_id: model.workspace_id,
+            actor: actor.to_owned(),
+            action: AuditAction::ModelDeleted,
+            target: AuditTarget::model(&model.model_name),
+            details: serde_json::json!({}),
+        };
+        self.insert_audit(&mut tx, &entry).await?;
         tx.commit().await?;
         Ok(DeleteModel::Deleted)
     }

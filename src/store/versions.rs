@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 
+use super::audit::{AuditAction, AuditEntry};
 use super::{ModelRef, Store, now_micros};
 use crate::domain::{EventPayload, EventTrigger, Tag, VersionNumber};
 
@@ -174,6 +175,14 @@ impl Store {
                             ),
                         )
                         .await?;
+                    let entry = AuditEntry::about_version(
+                        &model,
+                        &version.version,
+                        &new.created_by,
+                        AuditAction::VersionCreated,
+                        serde_json::json!({ "tags": version.tags, "status": version.status }),
+                    );
+                    store.insert_audit(conn, &entry).await?;
                     Ok((version, deliveries))
                 })
             })
@@ -248,6 +257,7 @@ impl Store {
         &self,
         model: &ModelRef,
         version: &str,
+        actor: &str,
     ) -> Result<Option<Version>, sqlx::Error> {
         let mut tx = self.begin().await?;
         let Some(v) = self.lock_version(&mut tx, model.model_id, version).await? else {
@@ -263,6 +273,14 @@ impl Store {
             &payload(model, EventTrigger::ModelVersionDeleted, &v, vec![], None),
         )
         .await?;
+        let entry = AuditEntry::about_version(
+            model,
+            &v.version,
+            actor,
+            AuditAction::VersionDeleted,
+            serde_json::json!({ "tags": v.tags, "status": v.status }),
+        );
+        self.insert_audit(&mut tx, &entry).await?;
         tx.commit().await?;
         self.wake_worker();
         Ok(Some(v))
@@ -276,6 +294,7 @@ impl Store {
         version: &str,
         add: &[Tag],
         remove: &[Tag],
+        actor: &str,
     ) -> Result<Option<Version>, sqlx::Error> {
         let mut tx = self.begin().await?;
         let Some(mut v) = self.lock_version(&mut tx, model.model_id, version).await? else {
@@ -308,6 +327,17 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        let entry = AuditEntry::about_version(
+            model,
+            &v.version,
+            actor,
+            AuditAction::VersionTagsChanged,
+            serde_json::json!({
+                "added": tags.iter().filter(|t| !before.contains(t)).collect::<Vec<_>>(),
+                "removed": deleted,
+            }),
+        );
+        self.insert_audit(&mut tx, &entry).await?;
         v.tags = tags;
         v.updated_at = now;
         let old_status = v.status.clone();
@@ -328,19 +358,38 @@ impl Store {
         Ok(Some(v))
     }
 
-    /// Sets (or, with `None`, clears) a version's status; writes MODEL_STATUS_CHANGED when it
-    /// changed. `None` when there is no such version.
+    /// Sets (or, with `None`, clears) a version's status; writes MODEL_STATUS_CHANGED and its
+    /// audit row (`version.status_forced` when `forced`: an admin set a status that needs
+    /// review) when it changed. `None` when there is no such version.
     pub async fn set_status(
         &self,
         model: &ModelRef,
         version: &str,
         status: Option<&str>,
+        actor: &str,
+        forced: bool,
     ) -> Result<Option<Version>, sqlx::Error> {
         let mut tx = self.begin().await?;
         let Some(v) = self.lock_version(&mut tx, model.model_id, version).await? else {
             return Ok(None);
         };
+        let old = v.status.clone();
         let v = self.apply_status(&mut tx, model, v, status).await?;
+        if old != v.status {
+            let action = if forced {
+                AuditAction::VersionStatusForced
+            } else {
+                AuditAction::VersionStatusChanged
+            };
+            let entry = AuditEntry::about_version(
+                model,
+                &v.version,
+                actor,
+                action,
+                serde_json::json!({ "from": old, "to": v.status }),
+            );
+            self.insert_audit(&mut tx, &entry).await?;
+        }
         tx.commit().await?;
         self.wake_worker();
         Ok(Some(v))
@@ -413,6 +462,19 @@ impl Store {
         );
         p.status = Some(status.to_owned());
         self.insert_event(&mut tx, model, &p).await?;
+        let entry = AuditEntry::about_version(
+            model,
+            &v.version,
+            requested_by,
+            AuditAction::StatusRequestCreated,
+            serde_json::json!({
+                "requestId": id,
+                "status": status,
+                "currentStatus": v.status,
+                "comment": comment,
+            }),
+        );
+        self.insert_audit(&mut tx, &entry).await?;
         tx.commit().await?;
         self.wake_worker();
         Ok(Some(StatusRequest {
@@ -499,7 +561,8 @@ impl Store {
         let (workspace_id, workspace_name) = workspace;
         let mut tx = self.begin().await?;
         let row = sqlx::query(self.pick(locked!(
-            "SELECT r.state, r.version_id, v.model_id, m.name AS model_name, v.version \
+            "SELECT r.state, r.version_id, r.status, r.requested_by, v.model_id, \
+             m.name AS model_name, v.version, v.status AS current_status \
              FROM status_requests r JOIN model_versions v ON v.id = r.version_id \
              JOIN models m ON m.id = v.model_id WHERE r.workspace_id = $1 AND r.id = $2"
         )))
@@ -525,14 +588,34 @@ impl Store {
         .bind(now_micros())
         .execute(&mut *tx)
         .await?;
+        let model = ModelRef {
+            workspace_id,
+            workspace_name: workspace_name.to_owned(),
+            model_id: row.try_get("model_id")?,
+            model_name: row.try_get("model_name")?,
+        };
+        let version: String = row.try_get("version")?;
+        let requested: String = row.try_get("status")?;
+        let current: Option<String> = row.try_get("current_status")?;
+        let requested_by: String = row.try_get("requested_by")?;
+        let entry = AuditEntry::about_version(
+            &model,
+            &version,
+            decided_by,
+            if approve {
+                AuditAction::StatusRequestApproved
+            } else {
+                AuditAction::StatusRequestRejected
+            },
+            serde_json::json!({
+                "requestId": id,
+                "status": requested,
+                "from": current,
+                "requestedBy": requested_by,
+            }),
+        );
+        self.insert_audit(&mut tx, &entry).await?;
         if approve {
-            let model = ModelRef {
-                workspace_id,
-                workspace_name: workspace_name.to_owned(),
-                model_id: row.try_get("model_id")?,
-                model_name: row.try_get("model_name")?,
-            };
-            let version: String = row.try_get("version")?;
             let status: String = sqlx::query("SELECT status FROM status_requests WHERE id = $1")
                 .bind(id)
                 .fetch_one(&mut *tx)

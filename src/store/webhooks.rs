@@ -4,6 +4,7 @@
 
 use sqlx::Row;
 
+use super::audit::{AuditAction, AuditEntry, SYSTEM_ACTOR, iso, webhook_changes, webhook_summary};
 use super::{Backend, Store, now_micros};
 
 /// A webhook as stored. Secret fields are AES-GCM ciphertexts (see `delivery::crypto`).
@@ -165,8 +166,10 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<String, sqlx::Error> {
 }
 
 impl Store {
-    /// Inserts a webhook. A name taken on this model is a unique violation.
-    pub async fn create_webhook(&self, w: &WebhookRecord) -> Result<(), sqlx::Error> {
+    /// Inserts a webhook, with its `webhook.created` audit row. A name taken on this model is a
+    /// unique violation.
+    pub async fn create_webhook(&self, w: &WebhookRecord, actor: &str) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO webhooks (id, workspace_id, model_id, name, url, secret_enc, triggers, \
              headers, github_actions, enabled, disabled_reason, signing_key_enc, created_at, \
@@ -185,13 +188,49 @@ impl Store {
         .bind(w.disabled_reason.as_deref())
         .bind(w.signing_key_enc.as_str())
         .bind(w.created_at)
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await?;
+        if let Some((workspace_id, target)) = self.webhook_target(&mut tx, &w.id).await? {
+            let entry = AuditEntry {
+                workspace_id,
+                actor: actor.to_owned(),
+                action: AuditAction::WebhookCreated,
+                target,
+                details: webhook_summary(w),
+            };
+            self.insert_audit(&mut tx, &entry).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Replaces a webhook's configuration (not its signing keys).
-    pub async fn update_webhook(&self, w: &WebhookRecord) -> Result<bool, sqlx::Error> {
+    /// Replaces a webhook's configuration (not its signing keys), with audit rows for what
+    /// changed: `webhook.updated` (which fields) and `webhook.enabled` / `webhook.disabled`.
+    pub async fn update_webhook(
+        &self,
+        w: &WebhookRecord,
+        actor: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        let lock = if self.backend == Backend::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.id = $1{lock}"
+        ));
+        let old = sqlx::query(sql)
+            .bind(w.id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(old) = old
+            .as_ref()
+            .map(|r| webhook_from_row(r, false))
+            .transpose()?
+        else {
+            return Ok(false);
+        };
         let done = sqlx::query(
             "UPDATE webhooks SET name = $2, url = $3, secret_enc = $4, triggers = $5, \
              headers = $6, github_actions = $7, enabled = $8, disabled_reason = $9, \
@@ -207,9 +246,40 @@ impl Store {
         .bind(i64::from(w.enabled))
         .bind(w.disabled_reason.as_deref())
         .bind(now_micros())
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        if let Some((workspace_id, target)) = self.webhook_target(&mut tx, &w.id).await? {
+            let mut entries = Vec::new();
+            if let Some(details) = webhook_changes(&old, w) {
+                entries.push((AuditAction::WebhookUpdated, details));
+            }
+            if old.enabled != w.enabled {
+                let action = if w.enabled {
+                    AuditAction::WebhookEnabled
+                } else {
+                    AuditAction::WebhookDisabled
+                };
+                entries.push((
+                    action,
+                    serde_json::json!({ "reason": w.disabled_reason, "previousReason": old.disabled_reason }),
+                ));
+            }
+            for (action, details) in entries {
+                let entry = AuditEntry {
+                    workspace_id,
+                    actor: actor.to_owned(),
+                    action,
+                    target: target.clone(),
+                    details,
+                };
+                self.insert_audit(&mut tx, &entry).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// The webhooks of a model, by name, each with its newest delivery's outcome.
@@ -258,13 +328,34 @@ impl Store {
 
     /// Deletes a webhook and, with it, its pending deliveries and log. From the moment this
     /// commits, the webhook receives nothing more.
-    pub async fn delete_webhook(&self, model_id: i64, id: &str) -> Result<bool, sqlx::Error> {
+    pub async fn delete_webhook(
+        &self,
+        model_id: i64,
+        id: &str,
+        actor: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        let target = self.webhook_target(&mut tx, id).await?;
         let done = sqlx::query("DELETE FROM webhooks WHERE model_id = $1 AND id = $2")
             .bind(model_id)
             .bind(id)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        if let Some((workspace_id, target)) = target {
+            let entry = AuditEntry {
+                workspace_id,
+                actor: actor.to_owned(),
+                action: AuditAction::WebhookDeleted,
+                details: serde_json::json!({ "name": target.webhook_name }),
+                target,
+            };
+            self.insert_audit(&mut tx, &entry).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Replaces the signing key, keeping the previous one valid until `old_expires_at`.
@@ -274,7 +365,9 @@ impl Store {
         new_enc: &str,
         old_enc: &str,
         old_expires_at: i64,
+        actor: &str,
     ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE webhooks SET signing_key_enc = $2, old_signing_key_enc = $3, \
              old_signing_expires_at = $4, updated_at = $5 WHERE id = $1",
@@ -284,9 +377,43 @@ impl Store {
         .bind(old_enc)
         .bind(old_expires_at)
         .bind(now_micros())
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        self.audit_webhook(
+            &mut tx,
+            id,
+            actor,
+            AuditAction::WebhookSecretRotated,
+            serde_json::json!({ "previousKeyExpiresAt": iso(old_expires_at) }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Writes an audit row about webhook `id` inside `tx`.
+    async fn audit_webhook(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        id: &str,
+        actor: &str,
+        action: AuditAction,
+        details: serde_json::Value,
+    ) -> Result<(), sqlx::Error> {
+        if let Some((workspace_id, target)) = self.webhook_target(tx, id).await? {
+            let entry = AuditEntry {
+                workspace_id,
+                actor: actor.to_owned(),
+                action,
+                target,
+                details,
+            };
+            self.insert_audit(tx, &entry).await?;
+        }
+        Ok(())
     }
 
     /// Writes one delivery per enabled webhook of the model subscribed to `trigger`, inside the
@@ -523,6 +650,7 @@ impl Store {
             webhook_id.to_owned(),
             result.clone(),
         );
+        let store = self.clone();
         self.write_tx(move |conn| {
             Box::pin(async move {
                 let a = &result.attempt;
@@ -564,15 +692,31 @@ impl Store {
                 .execute(&mut *conn)
                 .await?;
                 if let Some(reason) = &result.disable_webhook {
-                    sqlx::query(
+                    let disabled = sqlx::query(
                         "UPDATE webhooks SET enabled = 0, disabled_reason = $2, updated_at = $3 \
-                         WHERE id = $1",
+                         WHERE id = $1 AND enabled = 1",
                     )
                     .bind(webhook_id.as_str())
                     .bind(reason.as_str())
                     .bind(now)
                     .execute(&mut *conn)
                     .await?;
+                    if disabled.rows_affected() > 0 {
+                        let details = serde_json::json!({
+                            "reason": reason,
+                            "deliveryId": delivery_id,
+                            "statusCode": a.status_code,
+                        });
+                        store
+                            .audit_webhook(
+                                conn,
+                                &webhook_id,
+                                SYSTEM_ACTOR,
+                                AuditAction::WebhookDisabled,
+                                details,
+                            )
+                            .await?;
+                    }
                 }
                 Ok(true)
             })
@@ -688,8 +832,14 @@ impl Store {
     }
 
     /// Queues a delivery to be sent again now, with a fresh retry schedule and the same id.
-    pub async fn redeliver(&self, webhook_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+    pub async fn redeliver(
+        &self,
+        webhook_id: &str,
+        id: &str,
+        actor: &str,
+    ) -> Result<bool, sqlx::Error> {
         let now = now_micros();
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE deliveries SET state = 'pending', next_attempt_at = $3, \
              schedule_offset = attempt_count, updated_at = $3 \
@@ -698,14 +848,32 @@ impl Store {
         .bind(webhook_id)
         .bind(id)
         .bind(now)
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        self.audit_webhook(
+            &mut tx,
+            webhook_id,
+            actor,
+            AuditAction::WebhookRedelivered,
+            serde_json::json!({ "deliveryId": id }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Queues again every failed delivery of a webhook created at or after `since`.
-    pub async fn replay_failed(&self, webhook_id: &str, since: i64) -> Result<u64, sqlx::Error> {
+    pub async fn replay_failed(
+        &self,
+        webhook_id: &str,
+        since: i64,
+        actor: &str,
+    ) -> Result<u64, sqlx::Error> {
         let now = now_micros();
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE deliveries SET state = 'pending', next_attempt_at = $3, \
              schedule_offset = attempt_count, updated_at = $3 \
@@ -714,9 +882,19 @@ impl Store {
         .bind(webhook_id)
         .bind(since)
         .bind(now)
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected())
+        let requeued = done.rows_affected();
+        self.audit_webhook(
+            &mut tx,
+            webhook_id,
+            actor,
+            AuditAction::WebhookReplayed,
+            serde_json::json!({ "since": iso(since), "requeued": requeued }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(requeued)
     }
 }
 

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
+use super::audit::{AuditAction, AuditEntry, AuditTarget};
 use super::{Store, now_micros};
 use crate::domain::Role;
 
@@ -181,11 +182,20 @@ impl Store {
         workspace_id: i64,
         user_id: i64,
         role: Role,
+        actor: &str,
     ) -> Result<Result<Member, LastAdmin>, sqlx::Error> {
         let mut tx = self.begin().await?;
         if role == Role::Member && self.is_last_admin(&mut tx, workspace_id, user_id).await? {
             return Ok(Err(LastAdmin));
         }
+        let previous: Option<String> =
+            sqlx::query("SELECT role FROM memberships WHERE workspace_id = $1 AND user_id = $2")
+                .bind(workspace_id)
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get("role"))
+                .transpose()?;
         let now = now_micros();
         sqlx::query(
             "INSERT INTO memberships (workspace_id, user_id, role, created_at) \
@@ -206,6 +216,26 @@ impl Store {
         .bind(user_id)
         .fetch_one(&mut *tx)
         .await?;
+        let username: String = row.try_get("username")?;
+        let action = match previous.as_deref() {
+            None => Some(AuditAction::MemberAdded),
+            Some(p) if p != role.as_str() => Some(AuditAction::MemberRoleChanged),
+            Some(_) => None,
+        };
+        if let Some(action) = action {
+            let entry = AuditEntry {
+                workspace_id,
+                actor: actor.to_owned(),
+                action,
+                target: AuditTarget::default(),
+                details: serde_json::json!({
+                    "username": username,
+                    "role": role.as_str(),
+                    "previousRole": previous,
+                }),
+            };
+            self.insert_audit(&mut tx, &entry).await?;
+        }
         tx.commit().await?;
         Ok(Ok(Member {
             username: row.try_get("username")?,
@@ -220,6 +250,7 @@ impl Store {
         &self,
         workspace_id: i64,
         user_id: i64,
+        actor: &str,
     ) -> Result<Result<bool, LastAdmin>, sqlx::Error> {
         let mut tx = self.begin().await?;
         if self.is_last_admin(&mut tx, workspace_id, user_id).await? {
@@ -230,8 +261,24 @@ impl Store {
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
+        if done.rows_affected() == 0 {
+            return Ok(Ok(false));
+        }
+        let username: String = sqlx::query("SELECT username FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("username")?;
+        let entry = AuditEntry {
+            workspace_id,
+            actor: actor.to_owned(),
+            action: AuditAction::MemberRemoved,
+            target: AuditTarget::default(),
+            details: serde_json::json!({ "username": username }),
+        };
+        self.insert_audit(&mut tx, &entry).await?;
         tx.commit().await?;
-        Ok(Ok(done.rows_affected() > 0))
+        Ok(Ok(true))
     }
 
     async fn is_last_admin(

@@ -3,6 +3,7 @@
 //! call to the REST API from `static/app.js`, authenticated by the session cookie and the
 //! page's CSRF token, so the UI takes exactly the API's code paths.
 
+mod audit;
 mod pages;
 
 use axum::Router;
@@ -33,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/w/{ws}", get(registry_page))
+        .route("/w/{ws}/audit", get(audit::audit_page))
         .route("/w/{ws}/m/{model}", get(model_page))
         .route(
             "/w/{ws}/m/{model}/webhooks/{id}/deliveries",

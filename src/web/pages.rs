@@ -27,7 +27,7 @@ pub enum TabData {
 }
 
 /// Percent-encodes a path segment (names are `[A-Za-z0-9._-]`, ids are uuids, but be safe).
-fn seg(s: &str) -> String {
+pub(super) fn seg(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -39,7 +39,7 @@ fn seg(s: &str) -> String {
         .collect()
 }
 
-fn when(micros: i64) -> String {
+pub(super) fn when(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
         .unwrap_or_default()
         .format("%Y-%m-%d %H:%M:%S UTC")
@@ -56,7 +56,7 @@ fn json_script(v: &serde_json::Value) -> PreEscaped<String> {
     )
 }
 
-fn layout(
+pub(super) fn layout(
     title: &str,
     session: Option<&Session>,
     workspaces: &[WorkspaceAccess],
@@ -156,6 +156,9 @@ pub fn registry(
             div.page-head {
                 h1 { "Model Registry" }
                 span.spacer {}
+                @if ws.role == crate::domain::Role::Admin {
+                    a #audit-link href={"/w/" (seg(&ws.name)) "/audit"} { "Audit log" }
+                }
                 button.primary #create-model-open type="button" { "Create model" }
             }
             form.card #create-model-form hidden data-ws=(ws.name) {
