@@ -7,6 +7,7 @@ mod access;
 mod browser;
 mod cli;
 mod delivery;
+mod fuzz;
 mod openapi;
 mod registry;
 mod scale;
