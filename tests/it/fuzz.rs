@@ -188,7 +188,11 @@ async fn schemathesis_finds_no_server_errors_or_schema_breaks() {
         let mut urls = Vec::new();
         url_fields(&doc, &mut urls);
         for u in &urls {
-            assert_eq!(u.as_str(), Some(receiver_url.as_str()), "a body left with {u}");
+            assert_eq!(
+                u.as_str(),
+                Some(receiver_url.as_str()),
+                "a body left with {u}"
+            );
         }
         bodies_with_urls += usize::from(!urls.is_empty());
     }

@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod delivery;
 mod fuzz;
+mod limits;
 mod openapi;
 mod registry;
 mod scale;
