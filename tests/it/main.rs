@@ -4,6 +4,7 @@
 mod helpers;
 
 mod access;
+mod auth_matrix;
 mod browser;
 mod cli;
 mod delivery;
