@@ -152,12 +152,19 @@ fn whole_seconds(wait: Duration) -> u64 {
     secs.max(1)
 }
 
-/// The TCP peer's address, when the server recorded it (`axum::serve` with connect info).
+/// The client address that failed authentications count against, when the server recorded
+/// the TCP peer (`axum::serve` with connect info): an IPv4 address, or an IPv6 address's /64
+/// (one host usually holds a whole /64, so single addresses would be free to rotate).
 pub fn client_ip(parts: &Parts) -> Option<IpAddr> {
     parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_canonical())
+        .map(|ConnectInfo(addr)| match addr.ip().to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !u128::from(u64::MAX),
+            )),
+            v4 => v4,
+        })
 }
 
 /// Refuses requests whose target or headers are too large, before routing.

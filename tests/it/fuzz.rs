@@ -9,8 +9,9 @@
 //! allows loopback targets (the harness sets `allowed_target_cidrs`). After the run, the test
 //! reads the log of every body sent and checks that each `url` field was the receiver's.
 //!
-//! A missing `st` is a failure, never a skip. `BERTH_FUZZ_EXAMPLES` (default 50) and
-//! `BERTH_FUZZ_SEED` tune a run.
+//! A missing `st` is a failure, never a skip. `BERTH_FUZZ_EXAMPLES` (default 100),
+//! `BERTH_FUZZ_SEED`, `BERTH_FUZZ_PHASES` (default `examples,coverage,fuzzing`) tune a run;
+//! `BERTH_FUZZ_OUTPUT=FILE` keeps schemathesis's whole report.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -99,8 +100,10 @@ async fn schemathesis_finds_no_server_errors_or_schema_breaks() {
     .expect("write config");
     let log = dir.path().join("sent.jsonl");
     let hooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/hooks.py");
-    let examples = std::env::var("BERTH_FUZZ_EXAMPLES").unwrap_or_else(|_| "50".into());
+    let examples = std::env::var("BERTH_FUZZ_EXAMPLES").unwrap_or_else(|_| "100".into());
     let seed = std::env::var("BERTH_FUZZ_SEED").unwrap_or_else(|_| "20261128".into());
+    let phases =
+        std::env::var("BERTH_FUZZ_PHASES").unwrap_or_else(|_| "examples,coverage,fuzzing".into());
     let mut cmd = tokio::process::Command::new(&st);
     cmd.arg("--config-file")
         .arg(&config)
@@ -111,7 +114,7 @@ async fn schemathesis_finds_no_server_errors_or_schema_breaks() {
             "not_a_server_error,status_code_conformance,content_type_conformance,\
              response_schema_conformance",
             "--phases",
-            "examples,coverage,fuzzing",
+            &phases,
             "--max-examples",
             &examples,
             "--seed",
