@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of Berth: unit tests, and the integration suite against SQLite and
-# PostgreSQL. Installs or starts what the tests need when it is missing.
+# PostgreSQL (with the schema fuzzing). Installs or starts what the tests need when it is
+# missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,5 +21,21 @@ if [ ! -x /usr/bin/chromium ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq chromium >/dev/null
 fi
+
+# Schemathesis: the fuzz test (tests/it/fuzz.rs) runs it from this venv, pinned. A missing
+# one fails that test; it is never skipped.
+ST_VERSION=4.32.5
+ST_VENV=target/schemathesis-venv
+if ! "$ST_VENV/bin/st" --version 2>/dev/null | grep -qF "$ST_VERSION"; then
+  echo "installing schemathesis $ST_VERSION into $ST_VENV"
+  mkdir -p target
+  if ! python3 -m venv --clear "$ST_VENV" >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq python3 python3-venv >/dev/null
+    python3 -m venv --clear "$ST_VENV"
+  fi
+  "$ST_VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$ST_VERSION"
+fi
+export BERTH_SCHEMATHESIS="$PWD/$ST_VENV/bin/st"
 
 cargo test --all-targets -- "$@"

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
 use crate::api;
+use crate::api::limits::RateLimits;
 use crate::config::{Database, Settings};
 use crate::delivery::crypto::SecretBox;
 use crate::delivery::http::Sender;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The delivery worker (`run_once` drains the queue, for tests and tools).
     pub worker: Worker,
+    /// Per-token and failed-authentication rate limits.
+    pub limits: Arc<RateLimits>,
 }
 
 /// Loads the secret key: `BERTH_SECRET_KEY`, else `<data-dir>/secret-key`, generated on first
@@ -150,6 +153,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(state)
+        .layer(axum::middleware::from_fn(api::limits::check_request_size))
         .layer(TraceLayer::new_for_http())
 }
 
@@ -226,7 +230,8 @@ pub async fn run(
             ));
         }
     }
-    let served = axum::serve(listener, router(state))
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
@@ -311,8 +316,10 @@ pub async fn build_state(settings: Settings, store: Store) -> anyhow::Result<App
         },
         metrics.clone(),
     );
+    let limits = Arc::new(RateLimits::new(settings.rate_limit));
     Ok(AppState {
         store,
+        limits,
         settings: Arc::new(settings),
         secrets,
         sender,

@@ -68,6 +68,15 @@ pub struct Overrides {
     /// Days to keep delivery attempts (0 keeps them forever)
     #[arg(long, env = "BERTH_RETENTION_DAYS", value_name = "DAYS")]
     pub retention_days: Option<u32>,
+    /// Requests per second one API token may make, on average (0 disables the limit)
+    #[arg(long, env = "BERTH_RATE_LIMIT_PER_SECOND", value_name = "N")]
+    pub rate_limit_per_second: Option<u32>,
+    /// Requests one API token may make at once before the per-second rate applies
+    #[arg(long, env = "BERTH_RATE_LIMIT_BURST", value_name = "N")]
+    pub rate_limit_burst: Option<u32>,
+    /// Failed authentications per minute one client address may make (0 disables the limit)
+    #[arg(long, env = "BERTH_AUTH_FAILURES_PER_MINUTE", value_name = "N")]
+    pub auth_failures_per_minute: Option<u32>,
 }
 
 /// The optional configuration file. Unknown keys are an error, so a typo is caught.
@@ -89,6 +98,9 @@ struct FileConfig {
     shutdown_grace: Option<String>,
     role: Option<String>,
     retention_days: Option<u32>,
+    rate_limit_per_second: Option<u32>,
+    rate_limit_burst: Option<u32>,
+    auth_failures_per_minute: Option<u32>,
 }
 
 /// Which database to use.
@@ -145,6 +157,39 @@ pub struct Settings {
     pub role: Role,
     /// Delivery attempts older than this many days are deleted (0: never).
     pub retention_days: u32,
+    pub rate_limit: RateLimitSettings,
+}
+
+/// Request rate limits (see `api::limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    /// Requests per second per API token, on average; 0: no limit.
+    pub per_second: u32,
+    /// Requests per API token at once before `per_second` applies.
+    pub burst: u32,
+    /// Failed authentications per minute per client address (also its burst); 0: no limit.
+    pub auth_failures_per_minute: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            per_second: 100,
+            burst: 200,
+            auth_failures_per_minute: 60,
+        }
+    }
+}
+
+impl RateLimitSettings {
+    /// No limits at all (tests and the benchmark's own server).
+    pub fn disabled() -> Self {
+        RateLimitSettings {
+            per_second: 0,
+            burst: 0,
+            auth_failures_per_minute: 0,
+        }
+    }
 }
 
 /// What a node does. Any number of nodes can share one PostgreSQL database.
@@ -237,6 +282,7 @@ impl Settings {
             shutdown_grace: Duration::from_secs(20),
             role: Role::All,
             retention_days: 30,
+            rate_limit: RateLimitSettings::default(),
         }
     }
 
@@ -414,6 +460,37 @@ impl Settings {
         if retention_days > 36_500 {
             bail!("invalid setting retention_days (BERTH_RETENTION_DAYS): at most 36500");
         }
+        let mut rate_limit = RateLimitSettings::default();
+        if let Some(n) = over.rate_limit_per_second.or(file.rate_limit_per_second) {
+            if n > 1_000_000 {
+                bail!(
+                    "invalid setting rate_limit_per_second (--rate-limit-per-second / \
+                     BERTH_RATE_LIMIT_PER_SECOND): at most 1000000 (0 disables the limit)"
+                );
+            }
+            rate_limit.per_second = n;
+        }
+        if let Some(n) = over.rate_limit_burst.or(file.rate_limit_burst) {
+            if !(1..=1_000_000).contains(&n) {
+                bail!(
+                    "invalid setting rate_limit_burst (--rate-limit-burst / \
+                     BERTH_RATE_LIMIT_BURST): must be between 1 and 1000000"
+                );
+            }
+            rate_limit.burst = n;
+        }
+        if let Some(n) = over
+            .auth_failures_per_minute
+            .or(file.auth_failures_per_minute)
+        {
+            if n > 1_000_000 {
+                bail!(
+                    "invalid setting auth_failures_per_minute (--auth-failures-per-minute / \
+                     BERTH_AUTH_FAILURES_PER_MINUTE): at most 1000000 (0 disables the limit)"
+                );
+            }
+            rate_limit.auth_failures_per_minute = n;
+        }
         Ok(Settings {
             listen,
             data_dir,
@@ -425,6 +502,7 @@ impl Settings {
             shutdown_grace,
             role,
             retention_days,
+            rate_limit,
         })
     }
 }
@@ -479,6 +557,27 @@ mod tests {
         };
         let err = format!("{:#}", Settings::resolve(&over).unwrap_err());
         assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn rate_limits_default_on_and_checked() {
+        let s = Settings::resolve(&Overrides::default()).unwrap();
+        assert_eq!(s.rate_limit, RateLimitSettings::default());
+        assert_eq!((s.rate_limit.per_second, s.rate_limit.burst), (100, 200));
+        let over = Overrides {
+            rate_limit_burst: Some(0),
+            ..Default::default()
+        };
+        let err = Settings::resolve(&over).unwrap_err().to_string();
+        assert!(err.contains("rate_limit_burst"), "{err}");
+        let over = Overrides {
+            rate_limit_per_second: Some(0),
+            auth_failures_per_minute: Some(0),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&over).unwrap();
+        assert_eq!(s.rate_limit.per_second, 0);
+        assert_eq!(s.rate_limit.auth_failures_per_minute, 0);
     }
 
     #[test]

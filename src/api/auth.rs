@@ -56,6 +56,29 @@ pub fn token_from(parts: &Parts, allow_bare: bool) -> Result<String, ApiError> {
     }
 }
 
+/// Authenticates `token` for a request from the client at `parts`: a client address that made
+/// too many failed authentications lately gets 429 before its token is looked at, and each
+/// failure counts against its address (`api::limits`).
+pub async fn authenticate_request(
+    state: &AppState,
+    parts: &Parts,
+    token: &str,
+) -> Result<Caller, ApiError> {
+    let ip = super::limits::client_ip(parts);
+    if let Some(ip) = ip {
+        state.limits.check_address(ip)?;
+    }
+    match authenticate(state, token).await {
+        Err(ApiError::Unauthorized(message)) => {
+            if let Some(ip) = ip {
+                state.limits.auth_failed(ip)?;
+            }
+            Err(ApiError::Unauthorized(message))
+        }
+        other => other,
+    }
+}
+
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     if token.is_empty() || token.len() > 512 {
         return Err(ApiError::Unauthorized("invalid or revoked token".into()));
@@ -100,7 +123,8 @@ pub async fn session_caller(
 
 /// The authenticated caller of an API request: `Authorization: Bearer <token>`, or the web
 /// UI's session cookie, in which case a state-changing method must also carry the session's
-/// CSRF token in `X-CSRF-Token`.
+/// CSRF token in `X-CSRF-Token`. Each request counts against its token's rate limit (a
+/// session's against the token it was opened with).
 pub struct Auth(pub Caller);
 
 impl FromRequestParts<AppState> for Auth {
@@ -120,10 +144,13 @@ impl FromRequestParts<AppState> for Auth {
                     "missing or wrong X-CSRF-Token for a session request".into(),
                 ));
             }
+            state.limits.check_token(&caller.token_id)?;
             return Ok(Auth(caller));
         }
         let token = token_from(parts, false)?;
-        authenticate(state, &token).await.map(Auth)
+        let caller = authenticate_request(state, parts, &token).await?;
+        state.limits.check_token(&caller.token_id)?;
+        Ok(Auth(caller))
     }
 }
 
@@ -202,7 +229,9 @@ impl FromRequestParts<AppState> for CometAuth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = token_from(parts, true)?;
-        authenticate(state, &token).await.map(CometAuth)
+        let caller = authenticate_request(state, parts, &token).await?;
+        state.limits.check_token(&caller.token_id)?;
+        Ok(CometAuth(caller))
     }
 }
 

@@ -8,6 +8,7 @@ pub mod comet;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod limits;
 pub mod models;
 pub mod users;
 pub mod versions;
@@ -85,20 +86,105 @@ impl utoipa::IntoResponses for ErrorResponses {
             ("503", "The database is unavailable; retry later"),
         ]
         .into_iter()
-        .map(|(code, description)| {
-            let response = ResponseBuilder::new()
-                .description(description)
-                .content(
-                    "application/json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("ErrorBody")))
-                        .build(),
-                )
-                .build();
-            (code.to_owned(), RefOr::T(response))
-        })
+        .map(|(code, description)| (code.to_owned(), RefOr::T(error_response(description))))
         .collect()
     }
+}
+
+/// One error answer in the [`ErrorBody`] shape.
+fn error_response(description: &str) -> utoipa::openapi::response::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
+}
+
+/// Adds to every operation the error answers any request may get, whatever its handler lists:
+/// 414 and 431 (request too large) everywhere; on authenticated operations also 400, 401,
+/// 404, 429 (rate limited, with `Retry-After`) and 503, and 413 and 415 where there is a
+/// request body. An endpoint added later is covered without listing them.
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                let public = op.security.as_ref().is_some_and(|reqs| {
+                    reqs.iter().all(|r| {
+                        serde_json::to_value(r)
+                            .is_ok_and(|v| v.as_object().is_some_and(|o| o.is_empty()))
+                    })
+                });
+                let mut add = vec![
+                    ("414", "The request path and query are over 8 KiB"),
+                    ("431", "Too many request headers, or a header too large"),
+                ];
+                if !public {
+                    add.extend([
+                        (
+                            "400",
+                            "Malformed or invalid input; `field` names the culprit",
+                        ),
+                        ("401", "Missing, invalid or revoked token"),
+                        ("404", "No such resource, or not visible to the caller"),
+                        ("503", "The database is unavailable; retry later"),
+                    ]);
+                    if op.request_body.is_some() {
+                        add.extend([
+                            ("413", "Request body over 1 MiB"),
+                            ("415", "Request body is not JSON"),
+                        ]);
+                    }
+                }
+                let responses = &mut op.responses.responses;
+                for (code, description) in add {
+                    responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| RefOr::T(error_response(description)));
+                }
+                if !public {
+                    responses.entry("429".to_owned()).or_insert_with(|| {
+                        let mut r = error_response(
+                            "Too many requests with this token, or too many failed \
+                             authentications from this address; retry after `Retry-After`",
+                        );
+                        r.headers.insert(
+                            "Retry-After".to_owned(),
+                            RefOr::T(
+                                utoipa::openapi::HeaderBuilder::new()
+                                    .schema(Some(
+                                        utoipa::openapi::ObjectBuilder::new()
+                                            .schema_type(utoipa::openapi::schema::Type::Integer),
+                                    ))
+                                    .description(Some("Whole seconds to wait"))
+                                    .build(),
+                            ),
+                        );
+                        RefOr::T(r)
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The routes with their document, the common responses added.
+fn api_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = api_router().split_for_parts();
+    utoipa::Modify::modify(&CommonResponses, &mut doc);
+    (router, doc)
 }
 
 fn api_router() -> OpenApiRouter<AppState> {
@@ -124,7 +210,7 @@ pub fn health_router() -> Router<AppState> {
 
 /// The OpenAPI document, generated from the handlers' annotations.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().into_openapi()
+    api_parts().1
 }
 
 /// The OpenAPI document as the server serves it and as `openapi.json` commits it.
@@ -134,7 +220,7 @@ pub fn openapi_json() -> String {
 
 /// Every API route (the caller adds the state).
 pub fn router() -> Router<AppState> {
-    let (router, doc) = api_router().split_for_parts();
+    let (router, doc) = api_parts();
     let doc = Arc::new(doc.to_pretty_json().unwrap_or_default());
     router.route(
         "/api/v1/openapi.json",

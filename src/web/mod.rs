@@ -18,7 +18,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use serde::Deserialize;
 
-use crate::api::auth::{SESSION_COOKIE, authenticate, cookie, hash_token, session_caller};
+use crate::api::auth::{SESSION_COOKIE, authenticate_request, cookie, hash_token, session_caller};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::store::{Caller, now_micros};
@@ -105,11 +105,9 @@ struct LoginForm {
 
 async fn login(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    parts: Parts,
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Response {
-    let (mut parts, ()) = axum::http::Request::new(()).into_parts();
-    parts.headers = headers;
     let expected = cookie(&parts, LOGIN_CSRF_COOKIE);
     let retry = |message: &str, status: StatusCode| {
         let csrf = random_token();
@@ -124,10 +122,16 @@ async fn login(
             StatusCode::FORBIDDEN,
         );
     }
-    let caller = match authenticate(&state, form.token.trim()).await {
+    let caller = match authenticate_request(&state, &parts, form.token.trim()).await {
         Ok(c) => c,
         Err(ApiError::Unauthorized(_)) => {
             return retry("That token is not valid.", StatusCode::UNAUTHORIZED);
+        }
+        Err(ApiError::RateLimited { .. }) => {
+            return retry(
+                "Too many failed sign-ins from this address. Please wait a minute.",
+                StatusCode::TOO_MANY_REQUESTS,
+            );
         }
         Err(e) => return e.into_response(),
     };

@@ -117,8 +117,8 @@ impl TestApp {
         Self::spawn_with(backend, |_| {}).await
     }
 
-    /// Like `spawn`, with webhooks allowed to reach loopback (receivers run there), and
-    /// `tune` applied to the settings first.
+    /// Like `spawn`, with webhooks allowed to reach loopback (receivers run there), rate
+    /// limits off, and `tune` applied to the settings first.
     pub async fn spawn_with(backend: Backend, tune: impl FnOnce(&mut Settings)) -> TestApp {
         berth::init_crypto();
         let _ = tracing_subscriber::fmt()
@@ -134,6 +134,9 @@ impl TestApp {
         settings.delivery.policy =
             berth::delivery::ssrf::TargetPolicy::parse("127.0.0.0/8,::1/128").expect("cidrs");
         settings.delivery.poll_interval = std::time::Duration::from_millis(200);
+        // Tests make requests in bursts far above any sane rate limit; `limits.rs` sets its
+        // own limits through `tune`.
+        settings.rate_limit = berth::config::RateLimitSettings::disabled();
         tune(&mut settings);
         let pg = match backend {
             Backend::Sqlite => None,

@@ -5,9 +5,12 @@ mod helpers;
 
 mod access;
 mod audit;
+mod auth_matrix;
 mod browser;
 mod cli;
 mod delivery;
+mod fuzz;
+mod limits;
 mod openapi;
 mod registry;
 mod scale;
