@@ -8,6 +8,8 @@ mod browser;
 mod cli;
 mod delivery;
 mod openapi;
+mod ops;
+mod ops_disable;
 mod registry;
 mod scale;
 mod secrets;
