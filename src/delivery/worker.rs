@@ -133,11 +133,9 @@ impl Worker {
                  (they will be sent again)"
             );
             self.inner.abort.send_replace(true);
-            let _ = tokio::time::timeout(
-                Duration::from_secs(2),
-                self.inner.slots.acquire_many(all),
-            )
-            .await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), self.inner.slots.acquire_many(all))
+                    .await;
         }
         match self
             .inner
@@ -346,8 +344,7 @@ impl Worker {
                 Ok(_) => return,
                 Err(e) => {
                     let wait = backoff.next();
-                    if tokio::time::Instant::now() + wait > give_up_at
-                        || *self.inner.abort.borrow()
+                    if tokio::time::Instant::now() + wait > give_up_at || *self.inner.abort.borrow()
                     {
                         break;
                     }

@@ -330,10 +330,7 @@ fn disabled_by_berth(w: &WebhookRecord) -> bool {
 
 fn webhooks_tab(base: &str, webhooks: &[WebhookRecord], admin: bool) -> Markup {
     let data = serde_json::Value::Array(webhooks.iter().map(webhook_json).collect());
-    let disabled: Vec<&WebhookRecord> = webhooks
-        .iter()
-        .filter(|w| disabled_by_berth(w))
-        .collect();
+    let disabled: Vec<&WebhookRecord> = webhooks.iter().filter(|w| disabled_by_berth(w)).collect();
     html! {
         section role="tabpanel" aria-labelledby="tab-webhooks" {
             @for w in &disabled {

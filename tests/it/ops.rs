@@ -385,8 +385,16 @@ async fn ops_backup_of_a_running_server_under_write_load() {
         .map(|r| r.try_get("version").expect("version"))
         .collect();
     let _ = conn.close().await;
+    eprintln!(
+        "backup: {} versions acknowledged before it began, {} in the copy, {after} in all",
+        before.len(),
+        in_copy.len()
+    );
     let missing: Vec<_> = before.difference(&in_copy).collect();
-    assert!(missing.is_empty(), "acknowledged but not in the copy: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not in the copy: {missing:?}"
+    );
 
     // A second backup to the same file is refused, naming the problem.
     let again = Command::new(BIN)
@@ -459,7 +467,10 @@ async fn ops_sigterm_finishes_attempts_in_flight_and_releases_leases(backend: Ba
     let db = Db::new(backend).await;
     let rx = TestReceiver::start().await;
     rx.default_reply(Reply::status(200).delay(Duration::from_millis(1500)));
-    let env = [("BERTH_SHUTDOWN_GRACE", "10s"), ("BERTH_DELIVERY_TIMEOUT", "5s")];
+    let env = [
+        ("BERTH_SHUTDOWN_GRACE", "10s"),
+        ("BERTH_DELIVERY_TIMEOUT", "5s"),
+    ];
     let mut server = Server::start(db.dir.path(), db.url(), &env).await;
     let hook = setup_hook(&server, &rx).await;
     for i in 0..N {
@@ -474,7 +485,10 @@ async fn ops_sigterm_finishes_attempts_in_flight_and_releases_leases(backend: Ba
     let status = server.wait_exit(Duration::from_secs(20)).await;
     let took = sent.elapsed();
     assert!(status.success(), "exit status {status:?}");
-    assert!(took < Duration::from_secs(10), "took {took:?}, past the grace");
+    assert!(
+        took < Duration::from_secs(10),
+        "took {took:?}, past the grace"
+    );
     assert!(
         took >= Duration::from_millis(500),
         "exited after {took:?}: did not wait for the attempts in flight"
@@ -484,7 +498,11 @@ async fn ops_sigterm_finishes_attempts_in_flight_and_releases_leases(backend: Ba
     drop(server);
 
     let received = rx.received();
-    assert!(received.len() < N, "not mid-delivery: {} sent", received.len());
+    assert!(
+        received.len() < N,
+        "not mid-delivery: {} sent",
+        received.len()
+    );
     let sent_ids: BTreeSet<String> = received
         .iter()
         .map(|r| r.header("webhook-id").expect("webhook-id"))
@@ -524,7 +542,9 @@ async fn ops_sigterm_finishes_attempts_in_flight_and_releases_leases(backend: Ba
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let a = server
-            .get(&format!("{HOOKS}/{hook}/deliveries?state=succeeded&limit=100"))
+            .get(&format!(
+                "{HOOKS}/{hook}/deliveries?state=succeeded&limit=100"
+            ))
             .await;
         assert_eq!(a.status, 200, "{}", a.body);
         if a.body["items"].as_array().map(Vec::len) == Some(N) {
@@ -623,8 +643,7 @@ impl Proxy {
                 }
                 let link = tokio::spawn(async move {
                     if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ =
-                            tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });
                 l.lock().expect("links").push(link.abort_handle());
@@ -680,7 +699,10 @@ async fn ops_database_outage_answers_503_and_recovers() {
     let env = [
         ("BERTH_DATABASE_ACQUIRE_TIMEOUT", "1s"),
         ("BERTH_DELIVERY_PER_WEBHOOK_IN_FLIGHT", "1"),
-        ("BERTH_RETRY_SCHEDULE", "500ms,500ms,500ms,500ms,500ms,500ms"),
+        (
+            "BERTH_RETRY_SCHEDULE",
+            "500ms,500ms,500ms,500ms,500ms,500ms",
+        ),
         ("BERTH_DELIVERY_TIMEOUT", "5s"),
     ];
     let server = Server::start(db.dir.path(), Some(proxied.as_str()), &env).await;
@@ -723,7 +745,10 @@ async fn ops_database_outage_answers_503_and_recovers() {
     assert_eq!(a.status, 503, "{}", a.body);
     assert_eq!(a.body["error"]["code"], "unavailable");
     let ready = server.get("/readyz").await;
-    assert_eq!((ready.status, &ready.body), (503, &json!({"status": "unavailable"})));
+    assert_eq!(
+        (ready.status, &ready.body),
+        (503, &json!({"status": "unavailable"}))
+    );
     let health = server.get("/healthz").await;
     assert_eq!(health.status, 200, "the process is alive");
 
@@ -740,6 +765,10 @@ async fn ops_database_outage_answers_503_and_recovers() {
         (1..=8).contains(&claim_failures),
         "the worker should back off, one line per step; {claim_failures} lines in 6 s:\n{}",
         during.join("\n")
+    );
+    eprintln!(
+        "outage: {claim_failures} claim failures logged, {} log lines in 6 s",
+        during.len()
     );
     assert!(
         during.len() < 80,

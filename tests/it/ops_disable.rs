@@ -124,7 +124,11 @@ async fn ops_failing_webhook_is_disabled_then_enable_sends_what_it_missed(backen
     events.push(("MODEL_TAG_CHANGED".into(), "2.0.0".into()));
     tokio::time::sleep(Duration::from_millis(500)).await;
     app.worker.run_once().await.expect("drain");
-    assert_eq!(rx.received().len(), before, "a disabled webhook is sent nothing");
+    assert_eq!(
+        rx.received().len(),
+        before,
+        "a disabled webhook is sent nothing"
+    );
 
     // Only a workspace admin may enable; an unknown webhook is a 404.
     let path = format!("{HOOKS}/{hook}/enable");
@@ -153,7 +157,11 @@ async fn ops_failing_webhook_is_disabled_then_enable_sends_what_it_missed(backen
 
     rx.wait_for(from + events.len(), Duration::from_secs(30))
         .await;
-    assert_eq!(arrivals(&rx, from), events, "what it missed, in event order");
+    assert_eq!(
+        arrivals(&rx, from),
+        events,
+        "what it missed, in event order"
+    );
 
     // The log agrees, and a second enable changes nothing.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -176,7 +184,11 @@ async fn ops_failing_webhook_is_disabled_then_enable_sends_what_it_missed(backen
         (&json!(0), &json!(0), &json!(0))
     );
     app.worker.run_once().await.expect("drain");
-    assert_eq!(rx.received().len(), from + events.len(), "nothing sent twice");
+    assert_eq!(
+        rx.received().len(),
+        from + events.len(),
+        "nothing sent twice"
+    );
     app.stop().await;
 }
 
