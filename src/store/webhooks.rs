@@ -649,7 +649,7 @@ impl Store {
                             Some(r) => {
                                 let since: i64 = r.try_get("failing_since")?;
                                 Some(format!(
-                                    "every delivery failed since {}: Berth disabled it",
+                                    "every delivery failed since {}",
                                     micros_to_rfc3339(since)
                                 ))
                             }

@@ -480,8 +480,55 @@ async fn ops_sigterm_finishes_attempts_in_flight_and_releases_leases(backend: Ba
     }
     // Four attempts (the per-webhook limit) are now waiting on the receiver.
     rx.wait_for(4, Duration::from_secs(20)).await;
+    // And one request: Test Webhook, to a receiver that answers after 1.5 s too.
+    let test_rx = TestReceiver::start().await;
+    test_rx.default_reply(Reply::status(200).delay(Duration::from_millis(1500)));
+    let test_hook = server
+        .post(
+            HOOKS,
+            json!({"name": "tested", "url": format!("{}/t", test_rx.url),
+                   "triggers": ["MODEL_VERSION_DELETED"]}),
+        )
+        .await;
+    let test_path = format!("{HOOKS}/{}/test", test_hook["id"].as_str().expect("id"));
+    let request = {
+        let client = reqwest::Client::new();
+        let url = format!("{}{test_path}", server.base);
+        tokio::spawn(async move {
+            let resp = client.post(url).bearer_auth(ADMIN_TOKEN).send().await?;
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await?;
+            Ok::<_, reqwest::Error>((status, body))
+        })
+    };
+    test_rx.wait_for(1, Duration::from_secs(20)).await;
     let sent = Instant::now();
     server.terminate();
+    // New connections are refused at once, while the process still finishes its work.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let fresh = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("client");
+        if fresh
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .await
+            .is_err()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = request
+        .await
+        .expect("request task")
+        .expect("the request in flight at SIGTERM is answered");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["success"], true, "{body}");
     let status = server.wait_exit(Duration::from_secs(20)).await;
     let took = sent.elapsed();
     assert!(status.success(), "exit status {status:?}");
