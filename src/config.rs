@@ -528,6 +528,51 @@ mod tests {
     }
 
     #[test]
+    fn auto_disable_after_and_acquire_timeout_are_checked() {
+        let resolve = |auto: &str, acquire: &str| {
+            Settings::resolve(&Overrides {
+                auto_disable_after: Some(auto.into()),
+                database_acquire_timeout: Some(acquire.into()),
+                config: Some(PathBuf::from("/dev/null")),
+                ..Default::default()
+            })
+        };
+        let s = resolve("90s", "1s").unwrap();
+        assert_eq!(s.delivery.auto_disable_after, Some(Duration::from_secs(90)));
+        assert_eq!(s.database_acquire_timeout, Duration::from_secs(1));
+        assert_eq!(resolve("0s", "3s").unwrap().delivery.auto_disable_after, None);
+        let err = resolve("soon", "3s").unwrap_err().to_string();
+        assert!(err.contains("auto_disable_after"), "{err}");
+        let err = resolve("5d", "0ms").unwrap_err().to_string();
+        assert!(err.contains("database_acquire_timeout"), "{err}");
+        let defaults = Settings::resolve(&Overrides {
+            config: Some(PathBuf::from("/dev/null")),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            defaults.delivery.auto_disable_after,
+            Some(DEFAULT_AUTO_DISABLE_AFTER)
+        );
+    }
+
+    /// Every key `config.default.toml` documents is one the file may set.
+    #[test]
+    fn the_default_file_documents_known_keys() {
+        let text = include_str!("../config.default.toml");
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .filter(|l| l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let file: FileConfig = toml::from_str(&uncommented).unwrap();
+        assert_eq!(file.auto_disable_after.as_deref(), Some("5d"));
+        assert_eq!(file.database_acquire_timeout.as_deref(), Some("3s"));
+        assert_eq!(file.shutdown_grace.as_deref(), Some("20s"));
+    }
+
+    #[test]
     fn database_debug_is_redacted() {
         let d = Database::Postgres("postgres://u:hunter2@h/db".into());
         assert!(!format!("{d:?}").contains("hunter2"));
