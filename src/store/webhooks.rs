@@ -190,7 +190,7 @@ async fn disable(
     reason: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let done = sqlx::query(
         "UPDATE webhooks SET enabled = 0, disabled_reason = $2, updated_at = $3, \
          disabled_after_seq = (SELECT COALESCE(MAX(seq), 0) FROM events) \
          WHERE id = $1 AND enabled = 1",
@@ -200,6 +200,9 @@ async fn disable(
     .bind(now)
     .execute(&mut *conn)
     .await?;
+    if done.rows_affected() > 0 {
+        tracing::warn!(webhook = %webhook_id, reason, "disabling the webhook");
+    }
     Ok(())
 }
 
