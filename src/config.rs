@@ -540,7 +540,10 @@ mod tests {
         let s = resolve("90s", "1s").unwrap();
         assert_eq!(s.delivery.auto_disable_after, Some(Duration::from_secs(90)));
         assert_eq!(s.database_acquire_timeout, Duration::from_secs(1));
-        assert_eq!(resolve("0s", "3s").unwrap().delivery.auto_disable_after, None);
+        assert_eq!(
+            resolve("0s", "3s").unwrap().delivery.auto_disable_after,
+            None
+        );
         let err = resolve("soon", "3s").unwrap_err().to_string();
         assert!(err.contains("auto_disable_after"), "{err}");
         let err = resolve("5d", "0ms").unwrap_err().to_string();

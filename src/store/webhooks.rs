@@ -823,9 +823,13 @@ impl Store {
         id: &str,
     ) -> Result<Option<EnableOutcome>, sqlx::Error> {
         let mut tx = self.begin().await?;
-        let row = sqlx::query(self.pick(locked!(
+        // NO KEY UPDATE on PostgreSQL: it keeps other enables and disables off this row but
+        // not an event's foreign-key check on it.
+        let row = sqlx::query(self.pick((
             "SELECT workspace_id, triggers, enabled, failing_since, disabled_after_seq, \
-             created_at FROM webhooks WHERE model_id = $1 AND id = $2"
+             created_at FROM webhooks WHERE model_id = $1 AND id = $2",
+            "SELECT workspace_id, triggers, enabled, failing_since, disabled_after_seq, \
+             created_at FROM webhooks WHERE model_id = $1 AND id = $2 FOR NO KEY UPDATE",
         )))
         .bind(model_id)
         .bind(id)
@@ -865,6 +869,15 @@ impl Store {
             .rows_affected(),
             None => 0,
         };
+        if self.backend == Backend::Postgres {
+            // The lock event writers hold from their insert to their commit (see
+            // `insert_event`): an event whose fan-out saw this webhook disabled has committed
+            // before the scan below, and one after it sees the webhook enabled. Nothing
+            // falls between the two.
+            sqlx::query("SELECT pg_advisory_xact_lock(7345298413)")
+                .execute(&mut *tx)
+                .await?;
+        }
         let mut missed_events = 0;
         if let Some(after) = after_seq {
             let events = sqlx::query(
