@@ -353,7 +353,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     let store = state.store.clone();
     run(state, listener, shutdown_signal()).await?;
-    store.close().await;
+    // Closing waits for connections still checked out; a request abandoned at the end of
+    // the grace must not hold the exit up.
+    if tokio::time::timeout(std::time::Duration::from_secs(5), store.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections still busy at exit; closing them");
+    }
     tracing::info!("stopped");
     Ok(())
 }

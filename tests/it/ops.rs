@@ -616,10 +616,24 @@ async fn ops_attempt_longer_than_the_grace_is_released_and_sent_again(backend: B
         ("BERTH_DELIVERY_TIMEOUT", "60s"),
     ];
     let mut server = Server::start(db.dir.path(), db.url(), &env).await;
-    setup_hook(&server, &rx).await;
+    let hook = setup_hook(&server, &rx).await;
     server.post(VERSIONS, json!({"version": "1.0.0"})).await;
     let first = rx.wait_for(1, Duration::from_secs(20)).await;
     let id = first[0].header("webhook-id").expect("webhook-id");
+    // A request that cannot finish within the grace either: Test Webhook to the same receiver.
+    let request = {
+        let client = reqwest::Client::new();
+        let url = format!("{}{HOOKS}/{hook}/test", server.base);
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    rx.wait_for(2, Duration::from_secs(20)).await;
     let sent = Instant::now();
     server.terminate();
     let status = server.wait_exit(Duration::from_secs(20)).await;
@@ -631,6 +645,11 @@ async fn ops_attempt_longer_than_the_grace_is_released_and_sent_again(backend: B
     );
     let log = server.log().join("\n");
     assert!(log.contains("abandon"), "{log}");
+    let answer = request.await.expect("request task");
+    assert!(
+        answer.is_err(),
+        "the request past the grace is cut off, not answered: {answer:?}"
+    );
     drop(server);
 
     let mut conn = db.connect().await;
@@ -646,8 +665,8 @@ async fn ops_attempt_longer_than_the_grace_is_released_and_sent_again(backend: B
 
     rx.default_reply(Reply::status(200));
     let server = Server::start(db.dir.path(), db.url(), &env).await;
-    let got = rx.wait_for(2, Duration::from_secs(30)).await;
-    assert_eq!(got[1].header("webhook-id").as_deref(), Some(id.as_str()));
+    let got = rx.wait_for(3, Duration::from_secs(30)).await;
+    assert_eq!(got[2].header("webhook-id").as_deref(), Some(id.as_str()));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let a = server.get(HOOKS).await;
