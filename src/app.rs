@@ -1,7 +1,7 @@
 //! Wiring: opens the store, creates the first admin, builds the router, and runs the server
 //! until it is told to stop.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -91,7 +91,12 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let store = match &settings.database {
         Database::Sqlite => Store::open_sqlite(&settings.data_dir).await?,
         Database::Postgres(url) => {
-            Store::open_postgres(url, settings.database_max_connections).await?
+            Store::open_postgres(
+                url,
+                settings.database_max_connections,
+                settings.database_acquire_timeout,
+            )
+            .await?
         }
     };
     store.migrate().await?;
@@ -210,6 +215,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let grace = state.settings.shutdown_grace;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut stopping = stop_rx.clone();
     let role = state.settings.role;
     let worker = role
         .runs_worker()
@@ -231,13 +237,23 @@ pub async fn run(
         }
     }
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, app)
+    let server = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         })
-        .await
-        .context("serving HTTP");
+        .into_future();
+    // Requests in flight get the grace period too; then the server stops waiting for them.
+    let served = tokio::select! {
+        served = server => served.context("serving HTTP"),
+        () = async {
+            let _ = stopping.wait_for(|stop| *stop).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!("requests still in flight at the end of the shutdown grace; closing them");
+            Ok(())
+        }
+    };
     if let Some(w) = worker {
         let _ = w.await;
     }
@@ -252,10 +268,16 @@ async fn listen_for_deliveries(
     store: Store,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    // Reconnects wait longer each time (one log line per wait) while PostgreSQL is away.
+    let mut backoff = crate::delivery::worker::Backoff::new(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(30),
+    );
     loop {
         match sqlx::postgres::PgListener::connect(&url).await {
             Ok(mut listener) => match listener.listen("berth_deliveries").await {
                 Ok(()) => loop {
+                    backoff.reset();
                     tokio::select! {
                         n = listener.recv() => match n {
                             Ok(_) => store.wake_worker(),
@@ -272,7 +294,7 @@ async fn listen_for_deliveries(
             Err(e) => tracing::warn!(error = %e, "cannot connect to LISTEN for deliveries"),
         }
         tokio::select! {
-            () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            () = tokio::time::sleep(backoff.next()) => {}
             _ = stop.changed() => return,
         }
         if *stop.borrow() {
@@ -313,6 +335,7 @@ pub async fn build_state(settings: Settings, store: Store) -> anyhow::Result<App
             poll_interval: d.poll_interval,
             lease: d.timeout + std::time::Duration::from_secs(30),
             schedule: d.schedule.clone(),
+            auto_disable_after: d.auto_disable_after,
         },
         metrics.clone(),
     );
@@ -337,7 +360,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     let store = state.store.clone();
     run(state, listener, shutdown_signal()).await?;
-    store.close().await;
+    // Closing waits for connections still checked out; a request abandoned at the end of
+    // the grace must not hold the exit up.
+    if tokio::time::timeout(std::time::Duration::from_secs(5), store.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections still busy at exit; closing them");
+    }
     tracing::info!("stopped");
     Ok(())
 }

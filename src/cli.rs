@@ -18,10 +18,22 @@ pub enum Command {
     Serve(Overrides),
     /// Apply the database migrations and exit
     Migrate(Overrides),
+    /// Write a consistent copy of the running SQLite database to FILE (PostgreSQL: use pg_dump)
+    Backup(BackupArgs),
     /// Print the OpenAPI document of the REST API
     Openapi,
     /// Run the performance benchmark against a Berth of its own and print the figures
     Bench(crate::bench::BenchArgs),
+}
+
+/// `berth backup FILE`: the settings locate the database, as for `serve`.
+#[derive(Debug, clap::Args)]
+pub struct BackupArgs {
+    /// Where to write the copy; must not exist yet
+    #[arg(value_name = "FILE")]
+    pub file: std::path::PathBuf,
+    #[command(flatten)]
+    pub settings: Overrides,
 }
 
 #[cfg(test)]

@@ -77,6 +77,12 @@ pub struct Overrides {
     /// Failed authentications per minute one client address may make (0 disables the limit)
     #[arg(long, env = "BERTH_AUTH_FAILURES_PER_MINUTE", value_name = "N")]
     pub auth_failures_per_minute: Option<u32>,
+    /// Disable a webhook whose every attempt failed for this long, e.g. 5d (0s: never)
+    #[arg(long, env = "BERTH_AUTO_DISABLE_AFTER", value_name = "DURATION")]
+    pub auto_disable_after: Option<String>,
+    /// Longest wait for a PostgreSQL connection before a request answers 503, e.g. 3s
+    #[arg(long, env = "BERTH_DATABASE_ACQUIRE_TIMEOUT", value_name = "DURATION")]
+    pub database_acquire_timeout: Option<String>,
 }
 
 /// The optional configuration file. Unknown keys are an error, so a typo is caught.
@@ -101,6 +107,8 @@ struct FileConfig {
     rate_limit_per_second: Option<u32>,
     rate_limit_burst: Option<u32>,
     auth_failures_per_minute: Option<u32>,
+    auto_disable_after: Option<String>,
+    database_acquire_timeout: Option<String>,
 }
 
 /// Which database to use.
@@ -147,6 +155,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub database: Database,
     pub database_max_connections: u32,
+    /// Longest wait for a pooled PostgreSQL connection; past it a request answers 503.
+    pub database_acquire_timeout: Duration,
     /// The server admin's token on first start (`BERTH_ADMIN_TOKEN`).
     pub admin_token: Option<Secret>,
     /// The key that seals secrets at rest (`BERTH_SECRET_KEY`); generated into the data
@@ -223,6 +233,8 @@ pub struct DeliverySettings {
     pub per_webhook_in_flight: usize,
     pub poll_interval: Duration,
     pub node: String,
+    /// Disable a webhook whose every attempt has failed for this long (`None`: never).
+    pub auto_disable_after: Option<Duration>,
 }
 
 impl Default for DeliverySettings {
@@ -235,9 +247,17 @@ impl Default for DeliverySettings {
             per_webhook_in_flight: 4,
             poll_interval: Duration::from_secs(1),
             node: default_node_name(),
+            auto_disable_after: Some(DEFAULT_AUTO_DISABLE_AFTER),
         }
     }
 }
+
+/// Five days of nothing but failures disable a webhook.
+pub const DEFAULT_AUTO_DISABLE_AFTER: Duration = Duration::from_secs(5 * 86_400);
+
+/// The default `database_acquire_timeout`: short, so that requests fail fast (503) while
+/// the database is away, long enough for a busy pool.
+pub const DEFAULT_DATABASE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn default_node_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -276,6 +296,7 @@ impl Settings {
             data_dir: data_dir.to_owned(),
             database: Database::Sqlite,
             database_max_connections: 10,
+            database_acquire_timeout: DEFAULT_DATABASE_ACQUIRE_TIMEOUT,
             admin_token: None,
             secret_key: None,
             delivery: DeliverySettings::default(),
@@ -340,6 +361,20 @@ impl Settings {
                  BERTH_DATABASE_MAX_CONNECTIONS): must be between 1 and 1000"
             );
         }
+        let database_acquire_timeout = match over
+            .database_acquire_timeout
+            .clone()
+            .or(file.database_acquire_timeout)
+        {
+            Some(t) => duration_setting(
+                "database_acquire_timeout",
+                "BERTH_DATABASE_ACQUIRE_TIMEOUT",
+                &t,
+                Duration::from_millis(100),
+                Duration::from_secs(300),
+            )?,
+            None => DEFAULT_DATABASE_ACQUIRE_TIMEOUT,
+        };
         let admin_token = match std::env::var("BERTH_ADMIN_TOKEN") {
             Ok(t) if t.is_empty() => None,
             Ok(t) => {
@@ -432,6 +467,16 @@ impl Settings {
             }
             delivery.node = n;
         }
+        if let Some(t) = over.auto_disable_after.clone().or(file.auto_disable_after) {
+            let d = duration_setting(
+                "auto_disable_after",
+                "BERTH_AUTO_DISABLE_AFTER",
+                &t,
+                Duration::ZERO,
+                Duration::from_secs(3650 * 86_400),
+            )?;
+            delivery.auto_disable_after = (!d.is_zero()).then_some(d);
+        }
         let shutdown_grace = match over.shutdown_grace.clone().or(file.shutdown_grace) {
             Some(t) => duration_setting(
                 "shutdown_grace",
@@ -496,6 +541,7 @@ impl Settings {
             data_dir,
             database,
             database_max_connections,
+            database_acquire_timeout,
             admin_token,
             secret_key,
             delivery,
@@ -578,6 +624,54 @@ mod tests {
         let s = Settings::resolve(&over).unwrap();
         assert_eq!(s.rate_limit.per_second, 0);
         assert_eq!(s.rate_limit.auth_failures_per_minute, 0);
+    }
+
+    #[test]
+    fn auto_disable_after_and_acquire_timeout_are_checked() {
+        let resolve = |auto: &str, acquire: &str| {
+            Settings::resolve(&Overrides {
+                auto_disable_after: Some(auto.into()),
+                database_acquire_timeout: Some(acquire.into()),
+                config: Some(PathBuf::from("/dev/null")),
+                ..Default::default()
+            })
+        };
+        let s = resolve("90s", "1s").unwrap();
+        assert_eq!(s.delivery.auto_disable_after, Some(Duration::from_secs(90)));
+        assert_eq!(s.database_acquire_timeout, Duration::from_secs(1));
+        assert_eq!(
+            resolve("0s", "3s").unwrap().delivery.auto_disable_after,
+            None
+        );
+        let err = resolve("soon", "3s").unwrap_err().to_string();
+        assert!(err.contains("auto_disable_after"), "{err}");
+        let err = resolve("5d", "0ms").unwrap_err().to_string();
+        assert!(err.contains("database_acquire_timeout"), "{err}");
+        let defaults = Settings::resolve(&Overrides {
+            config: Some(PathBuf::from("/dev/null")),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            defaults.delivery.auto_disable_after,
+            Some(DEFAULT_AUTO_DISABLE_AFTER)
+        );
+    }
+
+    /// Every key `config.default.toml` documents is one the file may set.
+    #[test]
+    fn the_default_file_documents_known_keys() {
+        let text = include_str!("../config.default.toml");
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .filter(|l| l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let file: FileConfig = toml::from_str(&uncommented).unwrap();
+        assert_eq!(file.auto_disable_after.as_deref(), Some("5d"));
+        assert_eq!(file.database_acquire_timeout.as_deref(), Some("3s"));
+        assert_eq!(file.shutdown_grace.as_deref(), Some("20s"));
     }
 
     #[test]

@@ -127,12 +127,11 @@ impl From<Invalid> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                tracing::warn!(error = %err, "database unavailable");
-                ApiError::Unavailable
-            }
-            other => ApiError::Internal(other.into()),
+        if crate::store::is_unavailable(&err) {
+            tracing::warn!(error = %err, "database unavailable");
+            ApiError::Unavailable
+        } else {
+            ApiError::Internal(err.into())
         }
     }
 }

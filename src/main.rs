@@ -41,6 +41,21 @@ async fn main() -> std::process::ExitCode {
             }
             Err(e) => Err(e),
         },
+        Command::Backup(args) => match Settings::resolve(&args.settings) {
+            Ok(settings) => berth::backup::backup(&settings, &args.file)
+                .await
+                .map(|()| {
+                    eprintln!(
+                        "berth: wrote a consistent copy of {} to {} (integrity_check: ok). \
+                         Keep the secret key (BERTH_SECRET_KEY or {}) with it: the webhook \
+                         secrets in the copy are sealed with it.",
+                        settings.data_dir.join("berth.db").display(),
+                        args.file.display(),
+                        settings.data_dir.join("secret-key").display()
+                    );
+                }),
+            Err(e) => Err(e),
+        },
         Command::Migrate(over) => match Settings::resolve(&over) {
             Ok(settings) => berth::app::migrate_only(&settings).await,
             Err(e) => Err(e),

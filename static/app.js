@@ -411,6 +411,16 @@
       const res = await api('PUT', `${base}/webhooks/${enc(hook.id)}`, body);
       if (res.ok) { toast(enabled ? 'Enabled' : 'Disabled'); location.reload(); } else toast(errorMessage(res));
     };
+    // Re-enable a webhook Berth disabled, and queue what it missed: one call.
+    const reenable = async (hook) => {
+      const res = await api('POST', `${base}/webhooks/${enc(hook.id)}/enable`);
+      if (res.ok) {
+        const d = res.data;
+        const n = d.replayedFailed + d.missedEvents + d.pending;
+        toast(`Enabled; ${n} ${n === 1 ? 'delivery' : 'deliveries'} queued`);
+        location.reload();
+      } else toast(errorMessage(res));
+    };
     $$('tr[data-webhook]').forEach((tr) => {
       const hook = byId[tr.dataset.webhook];
       if (!hook) return;
@@ -420,7 +430,9 @@
         e.preventDefault();
         closeMenus(null);
         if (action === 'edit') openModal(hook);
-        if (action === 'toggle') await toggle(hook, !hook.enabled);
+        if (action === 'toggle') {
+          if (hook.disabledByBerth) await reenable(hook); else await toggle(hook, !hook.enabled);
+        }
         if (action === 'test') {
           const cell = $('.test-result', tr);
           cell.textContent = 'Testing…';
@@ -437,7 +449,7 @@
     });
     $$('[data-enable]').forEach((b) => b.addEventListener('click', () => {
       const hook = byId[b.dataset.enable];
-      if (hook) toggle(hook, true);
+      if (hook) reenable(hook);
     }));
   }
 

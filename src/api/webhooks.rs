@@ -44,6 +44,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_delivery))
         .routes(routes!(redeliver))
         .routes(routes!(replay))
+        .routes(routes!(enable))
 }
 
 /// A webhook's configuration, as sent.
@@ -259,6 +260,19 @@ pub struct ReplayIn {
 pub struct ReplayOut {
     /// How many deliveries were queued again.
     pub requeued: u64,
+}
+
+/// A re-enabled webhook and what it was queued.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnableOut {
+    pub webhook: WebhookOut,
+    /// Deliveries that had failed since the webhook's failures began, queued again.
+    pub replayed_failed: u64,
+    /// Events of the model that happened while it was disabled, now queued for it.
+    pub missed_events: u64,
+    /// Deliveries that were still waiting, now due.
+    pub pending: u64,
 }
 
 /// A validated configuration, secrets still in clear.
@@ -984,6 +998,38 @@ async fn replay(
         .await?;
     state.store.wake_worker();
     Ok((StatusCode::ACCEPTED, Json(ReplayOut { requeued })))
+}
+
+/// Re-enable a disabled webhook and send it what it missed (workspace admins): the
+/// deliveries that failed since its failures began, the events that happened while it was
+/// disabled, and the deliveries still waiting, all at once, in event order. An enabled
+/// webhook is left as it is (nothing is queued). `PUT` with `"enabled": true` only enables.
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/models/{model}/webhooks/{id}/enable",
+    tag = "webhooks",
+    params(("ws" = String, Path, description = "Workspace name"),
+           ("model" = String, Path, description = "Model name"),
+           ("id" = String, Path, description = "Webhook id")),
+    responses((status = 200, body = EnableOut), ErrorResponses))]
+async fn enable(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath((ws, name, id)): ApiPath<(String, String, String)>,
+) -> Result<Json<EnableOut>, ApiError> {
+    let (ws, mref) = scope(&state, &caller, &ws, &name).await?;
+    webhook_of(&state, &mref, &id).await?;
+    require_ws_admin(&ws, "enable webhooks")?;
+    let outcome = state
+        .store
+        .enable_webhook(mref.model_id, &id, &caller.username)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook"))?;
+    let webhook = webhook_of(&state, &mref, &id).await?;
+    Ok(Json(EnableOut {
+        webhook: webhook.into(),
+        replayed_failed: outcome.replayed_failed,
+        missed_events: outcome.missed_events,
+        pending: outcome.pending,
+    }))
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ pub struct WorkerConfig {
     /// How long a claim holds a delivery (longer than the send timeout).
     pub lease: Duration,
     pub schedule: RetrySchedule,
+    /// Disable a webhook whose every attempt has failed for this long (`None`: never).
+    pub auto_disable_after: Option<Duration>,
 }
 
 /// The worker, shareable between the loop and tests.
@@ -49,6 +51,9 @@ struct Inner {
     config: WorkerConfig,
     slots: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    /// Turns true when the shutdown grace is over: attempts still sending give up, unrecorded,
+    /// and their deliveries go back to the queue with the released leases.
+    abort: watch::Sender<bool>,
 }
 
 impl Worker {
@@ -68,25 +73,37 @@ impl Worker {
                 config,
                 slots,
                 metrics,
+                abort: watch::Sender::new(false),
             }),
         }
     }
 
-    /// Runs until `stop` turns true, then waits for attempts in flight (up to `grace`) and
-    /// releases this node's leases.
+    /// Runs until `stop` turns true, then waits for attempts in flight (up to `grace`),
+    /// abandons those still sending (unrecorded: they will be sent again), and releases this
+    /// node's leases.
     pub async fn run(self, mut stop: watch::Receiver<bool>, grace: Duration) {
         let wake = self.inner.store.wake_signal();
         tracing::info!(node = %self.inner.config.node, "delivery worker started");
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
         loop {
             if *stop.borrow() {
                 break;
             }
             let claimed = match self.claim_and_spawn().await {
-                Ok(n) => n,
+                Ok(n) => {
+                    if backoff.reset() {
+                        tracing::info!("claiming deliveries works again");
+                    }
+                    n
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "claiming deliveries failed; backing off");
+                    // The database is away (or failing): wait longer each time, one log line
+                    // per wait, never a hot loop.
+                    let wait = backoff.next();
+                    tracing::warn!(error = %e, retry_in = ?wait,
+                        "claiming deliveries failed; backing off");
                     tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        () = tokio::time::sleep(wait) => {}
                         _ = stop.changed() => {}
                     }
                     continue;
@@ -102,9 +119,24 @@ impl Worker {
                 _ = stop.changed() => {}
             }
         }
-        // Let attempts in flight finish, within the grace period.
+        // Let attempts in flight finish, within the grace period; then abandon those still
+        // sending and give them a moment to let go of their slots.
         let all = u32::try_from(self.inner.config.max_in_flight).unwrap_or(u32::MAX);
-        let _ = tokio::time::timeout(grace, self.inner.slots.acquire_many(all)).await;
+        if tokio::time::timeout(grace, self.inner.slots.acquire_many(all))
+            .await
+            .is_err()
+        {
+            let left = self.inner.config.max_in_flight - self.inner.slots.available_permits();
+            tracing::warn!(
+                in_flight = left,
+                "attempts still in flight at the end of the shutdown grace; abandoning them \
+                 (they will be sent again)"
+            );
+            self.inner.abort.send_replace(true);
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), self.inner.slots.acquire_many(all))
+                    .await;
+        }
         match self
             .inner
             .store
@@ -198,6 +230,7 @@ impl Worker {
     /// Sends one claimed delivery and records the outcome.
     async fn attempt(&self, d: ClaimedDelivery) {
         let config = &self.inner.config;
+        let leased_at = tokio::time::Instant::now();
         let attempt_no = d.attempt_count + 1;
         // A delivery that cannot be prepared (unreadable payload, a secret that does not
         // decrypt) is recorded as a failed attempt of class `internal` and retried on the
@@ -215,7 +248,16 @@ impl Worker {
         let (req, outcome) = match prepared {
             Ok((payload, target)) => {
                 let req = http::build(&target, &d.id, &payload, attempt_no, timestamp);
-                let outcome = self.inner.sender.send(&req, target.github_actions).await;
+                let mut abort = self.inner.abort.subscribe();
+                let outcome = tokio::select! {
+                    outcome = self.inner.sender.send(&req, target.github_actions) => outcome,
+                    _ = abort.wait_for(|aborted| *aborted) => {
+                        // Shutting down past the grace: nothing is recorded, the lease is
+                        // released, and the delivery is sent again later, whole.
+                        tracing::info!(delivery = %d.id, "attempt abandoned at shutdown");
+                        return;
+                    }
+                };
                 (Some(req), outcome)
             }
             Err(message) => {
@@ -284,11 +326,15 @@ impl Worker {
                 "the receiver answered 410 Gone: it asked not to receive this webhook anymore"
                     .to_owned()
             }),
+            auto_disable_before: config.auto_disable_after.map(|after| {
+                now_micros().saturating_sub(i64::try_from(after.as_micros()).unwrap_or(i64::MAX))
+            }),
         };
-        // Record; if the database is briefly away, keep trying for a while rather than send
-        // again: the lease keeps others off meanwhile.
-        let mut delay = Duration::from_millis(100);
-        for _ in 0..8 {
+        // Record; if the database is away, keep trying while the lease keeps others off,
+        // rather than send again. Past the lease, the delivery is sent again (same id).
+        let give_up_at = leased_at + config.lease.saturating_sub(Duration::from_secs(2));
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
             match self
                 .inner
                 .store
@@ -297,13 +343,49 @@ impl Worker {
             {
                 Ok(_) => return,
                 Err(e) => {
-                    tracing::warn!(delivery = %d.id, error = %e, "recording the attempt failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    let wait = backoff.next();
+                    if tokio::time::Instant::now() + wait > give_up_at || *self.inner.abort.borrow()
+                    {
+                        break;
+                    }
+                    tracing::warn!(delivery = %d.id, error = %e, retry_in = ?wait,
+                        "recording the attempt failed; retrying");
+                    tokio::time::sleep(wait).await;
                 }
             }
         }
         tracing::error!(delivery = %d.id, "could not record the attempt; the delivery will be retried when its lease ends");
+    }
+}
+
+/// Waits that double from `first` up to `max`, for retrying against a database that is away.
+#[derive(Debug)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    next: Option<Duration>,
+}
+
+impl Backoff {
+    pub fn new(first: Duration, max: Duration) -> Backoff {
+        Backoff {
+            first,
+            max,
+            next: None,
+        }
+    }
+
+    /// The next wait: `first`, then twice the previous one, at most `max`.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Duration {
+        let wait = self.next.unwrap_or(self.first);
+        self.next = Some((wait * 2).min(self.max));
+        wait
+    }
+
+    /// Starts over; answers whether it had been backing off.
+    pub fn reset(&mut self) -> bool {
+        self.next.take().is_some()
     }
 }
 
@@ -337,4 +419,19 @@ pub fn secret_context(webhook_id: &str) -> String {
 /// The associated data under which a webhook's signing keys are sealed.
 pub fn signing_context(webhook_id: &str) -> String {
     format!("webhook:{webhook_id}:signing")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_limit_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(3));
+        let waits: Vec<u128> = (0..5).map(|_| b.next().as_millis()).collect();
+        assert_eq!(waits, [500, 1000, 2000, 3000, 3000]);
+        assert!(b.reset());
+        assert!(!b.reset());
+        assert_eq!(b.next(), Duration::from_millis(500));
+    }
 }

@@ -47,7 +47,8 @@ pub use versions::{
     Decision, NewVersion, StatusRequest, StatusRequestCursor, Version, VersionCursor,
 };
 pub use webhooks::{
-    AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryRecord, QueueStats, WebhookRecord,
+    AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryRecord, EnableOutcome, QueueStats,
+    WebhookRecord,
 };
 pub use workspaces::{LastAdmin, Member, StatusDef, Workspace, WorkspaceAccess};
 
@@ -137,13 +138,19 @@ impl Store {
         })
     }
 
-    /// Connects to PostgreSQL at `url`.
-    pub async fn open_postgres(url: &str, max_connections: u32) -> anyhow::Result<Store> {
+    /// Connects to PostgreSQL at `url`. A request that waits longer than `acquire_timeout`
+    /// for a connection (the database is away, or the pool is exhausted) fails with
+    /// `PoolTimedOut`, which the API answers with 503.
+    pub async fn open_postgres(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
         let options = AnyConnectOptions::from_str(url).context("invalid database URL")?;
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(acquire_timeout)
             .connect_with(options)
             .await
             .context("cannot connect to PostgreSQL")?;
@@ -184,9 +191,13 @@ impl Store {
         self.backend
     }
 
-    /// True when the database answers a trivial query.
+    /// True when the database answers a trivial query within 5 seconds.
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
+        let query = sqlx::query("SELECT 1").execute(&self.read);
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), query).await,
+            Ok(Ok(_))
+        )
     }
 
     pub async fn close(&self) {
@@ -264,6 +275,25 @@ async fn checkpointer(read: sqlx::AnyPool) {
 /// The current time in microseconds since the Unix epoch.
 pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
+}
+
+/// True when `err` means the database cannot be reached or is going away (a connection
+/// refused, reset or timed out, a pool that waited too long, PostgreSQL shutting down), rather
+/// than a problem with the query: the API answers it with 503 and the worker backs off.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            // Class 08: connection exception; 57P01-57P03: admin or crash shutdown,
+            // cannot connect now; 53300: too many connections.
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
 }
 
 /// True when `err` is a unique-constraint violation.

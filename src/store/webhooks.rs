@@ -84,6 +84,20 @@ pub struct AttemptResult {
     pub next_attempt_at: Option<i64>,
     /// Disable the webhook, with this reason (410 Gone).
     pub disable_webhook: Option<String>,
+    /// Auto-disable: when the attempt failed and every attempt of the webhook has failed
+    /// since this time (microseconds) or earlier, disable it.
+    pub auto_disable_before: Option<i64>,
+}
+
+/// What re-enabling a webhook queued (see [`Store::enable_webhook`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EnableOutcome {
+    /// Deliveries that had failed while the webhook kept failing, queued again.
+    pub replayed_failed: u64,
+    /// Events that happened while it was disabled, now queued for it.
+    pub missed_events: u64,
+    /// Deliveries that were still waiting, now due.
+    pub pending: u64,
 }
 
 /// Queue figures for `/metrics`.
@@ -161,6 +175,39 @@ fn delivery_from_row(row: &sqlx::any::AnyRow) -> Result<DeliveryRecord, sqlx::Er
     })
 }
 
+/// A time in microseconds as RFC 3339 UTC, to the second.
+fn micros_to_rfc3339(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| micros.to_string())
+}
+
+/// Disables an enabled webhook with `reason`, remembering the newest event so that
+/// re-enabling it can send what it missed. Every disable (410 Gone, auto-disable, a user)
+/// goes through here or through `update_webhook`, which does the same.
+async fn disable(
+    conn: &mut sqlx::AnyConnection,
+    webhook_id: &str,
+    reason: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE webhooks SET enabled = 0, disabled_reason = $2, updated_at = $3, \
+         disabled_after_seq = (SELECT COALESCE(MAX(seq), 0) FROM events) \
+         WHERE id = $1 AND enabled = 1",
+    )
+    .bind(webhook_id)
+    .bind(reason)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let disabled = done.rows_affected() > 0;
+    if disabled {
+        tracing::warn!(webhook = %webhook_id, reason, "disabling the webhook");
+    }
+    Ok(disabled)
+}
+
 fn encode<T: serde::Serialize>(v: &T) -> Result<String, sqlx::Error> {
     serde_json::to_string(v).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
@@ -173,7 +220,9 @@ impl Store {
         sqlx::query(
             "INSERT INTO webhooks (id, workspace_id, model_id, name, url, secret_enc, triggers, \
              headers, github_actions, enabled, disabled_reason, signing_key_enc, created_at, \
-             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+             updated_at, disabled_after_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+             $11, $12, $13, $13, \
+             CASE WHEN $10 = 0 THEN (SELECT COALESCE(MAX(seq), 0) FROM events) END)",
         )
         .bind(w.id.as_str())
         .bind(w.workspace_id)
@@ -234,7 +283,12 @@ impl Store {
         let done = sqlx::query(
             "UPDATE webhooks SET name = $2, url = $3, secret_enc = $4, triggers = $5, \
              headers = $6, github_actions = $7, enabled = $8, disabled_reason = $9, \
-             updated_at = $10 WHERE id = $1",
+             updated_at = $10, \
+             disabled_after_seq = CASE WHEN $8 = 0 AND enabled = 1 \
+               THEN (SELECT COALESCE(MAX(seq), 0) FROM events) \
+               WHEN $8 = 1 THEN NULL ELSE disabled_after_seq END, \
+             failing_since = CASE WHEN $8 = 1 AND enabled = 0 THEN NULL ELSE failing_since END \
+             WHERE id = $1",
         )
         .bind(w.id.as_str())
         .bind(w.name.as_str())
@@ -691,17 +745,53 @@ impl Store {
                 .bind(a.node.as_str())
                 .execute(&mut *conn)
                 .await?;
-                if let Some(reason) = &result.disable_webhook {
-                    let disabled = sqlx::query(
-                        "UPDATE webhooks SET enabled = 0, disabled_reason = $2, updated_at = $3 \
-                         WHERE id = $1 AND enabled = 1",
+                if a.error_class.is_none() {
+                    // Any success ends a run of failures. (The WHERE keeps the common case
+                    // from writing, or locking, the webhook row.)
+                    sqlx::query(
+                        "UPDATE webhooks SET failing_since = NULL \
+                         WHERE id = $1 AND failing_since IS NOT NULL",
                     )
                     .bind(webhook_id.as_str())
-                    .bind(reason.as_str())
-                    .bind(now)
                     .execute(&mut *conn)
                     .await?;
-                    if disabled.rows_affected() > 0 {
+                    return Ok(true);
+                }
+                // A failure: the first one after a success starts the run.
+                sqlx::query(
+                    "UPDATE webhooks SET failing_since = $2 \
+                     WHERE id = $1 AND failing_since IS NULL",
+                )
+                .bind(webhook_id.as_str())
+                .bind(a.started_at)
+                .execute(&mut *conn)
+                .await?;
+                let reason = match (&result.disable_webhook, result.auto_disable_before) {
+                    (Some(reason), _) => Some(reason.clone()),
+                    (None, Some(cutoff)) => {
+                        let row = sqlx::query(
+                            "SELECT failing_since FROM webhooks \
+                             WHERE id = $1 AND enabled = 1 AND failing_since <= $2",
+                        )
+                        .bind(webhook_id.as_str())
+                        .bind(cutoff)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                        match row {
+                            Some(r) => {
+                                let since: i64 = r.try_get("failing_since")?;
+                                Some(format!(
+                                    "every delivery failed since {}",
+                                    micros_to_rfc3339(since)
+                                ))
+                            }
+                            None => None,
+                        }
+                    }
+                    (None, None) => None,
+                };
+                if let Some(reason) = reason {
+                    if disable(&mut *conn, &webhook_id, &reason, now).await? {
                         let details = serde_json::json!({
                             "reason": reason,
                             "deliveryId": delivery_id,
@@ -895,6 +985,149 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(requeued)
+    }
+}
+
+impl Store {
+    /// Re-enables a disabled webhook and queues what it missed, in one transaction: the
+    /// deliveries that failed since its failures began, the model's events since it was
+    /// disabled that it was not sent (it subscribes to their trigger, and they came after
+    /// the webhook was created), and the deliveries still waiting, all due now. They share
+    /// one due time, so the worker claims them in delivery id order, which is event order.
+    /// Answers `None` when there is no such webhook; an enabled webhook is left as it is.
+    pub async fn enable_webhook(
+        &self,
+        model_id: i64,
+        id: &str,
+        actor: &str,
+    ) -> Result<Option<EnableOutcome>, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        // NO KEY UPDATE on PostgreSQL: it keeps other enables and disables off this row but
+        // not an event's foreign-key check on it.
+        let row = sqlx::query(self.pick((
+            "SELECT workspace_id, triggers, enabled, failing_since, disabled_after_seq, \
+             created_at FROM webhooks WHERE model_id = $1 AND id = $2",
+            "SELECT workspace_id, triggers, enabled, failing_since, disabled_after_seq, \
+             created_at FROM webhooks WHERE model_id = $1 AND id = $2 FOR NO KEY UPDATE",
+        )))
+        .bind(model_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        if row.try_get::<i64, _>("enabled")? != 0 {
+            return Ok(Some(EnableOutcome::default()));
+        }
+        let workspace_id: i64 = row.try_get("workspace_id")?;
+        let triggers: String = row.try_get("triggers")?;
+        let triggers: Vec<String> = serde_json::from_str(&triggers).map_err(json_err)?;
+        let failing_since: Option<i64> = row.try_get("failing_since")?;
+        let after_seq: Option<i64> = row.try_get("disabled_after_seq")?;
+        let created_at: i64 = row.try_get("created_at")?;
+        let now = now_micros();
+        let pending = sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = $2, schedule_offset = attempt_count, \
+             updated_at = $2 WHERE webhook_id = $1 AND state = 'pending'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let replayed_failed = match failing_since {
+            Some(since) => sqlx::query(
+                "UPDATE deliveries SET state = 'pending', next_attempt_at = $3, \
+                 schedule_offset = attempt_count, updated_at = $3 \
+                 WHERE webhook_id = $1 AND state = 'failed' AND updated_at >= $2",
+            )
+            .bind(id)
+            .bind(since)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+            None => 0,
+        };
+        if self.backend == Backend::Postgres {
+            // The lock event writers hold from their insert to their commit (see
+            // `insert_event`): an event whose fan-out saw this webhook disabled has committed
+            // before the scan below, and one after it sees the webhook enabled. Nothing
+            // falls between the two.
+            sqlx::query("SELECT pg_advisory_xact_lock(7345298413)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut missed_events = 0;
+        if let Some(after) = after_seq {
+            let events = sqlx::query(
+                "SELECT e.seq, e.id, e.event_trigger FROM events e \
+                 WHERE e.workspace_id = $1 AND e.seq > $2 AND e.model_id = $3 \
+                 AND e.occurred_at >= $4 AND NOT EXISTS ( \
+                   SELECT 1 FROM deliveries d WHERE d.webhook_id = $5 AND d.event_seq = e.seq) \
+                 ORDER BY e.seq",
+            )
+            .bind(workspace_id)
+            .bind(after)
+            .bind(model_id)
+            .bind(created_at)
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+            for e in &events {
+                let trigger: String = e.try_get("event_trigger")?;
+                if !triggers.contains(&trigger) {
+                    continue;
+                }
+                let seq: i64 = e.try_get("seq")?;
+                let event_id: String = e.try_get("id")?;
+                sqlx::query(
+                    "INSERT INTO deliveries (id, webhook_id, event_seq, event_id, event_trigger, \
+                     state, next_attempt_at, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $6)",
+                )
+                .bind(format!("msg_{}", uuid::Uuid::now_v7().simple()))
+                .bind(id)
+                .bind(seq)
+                .bind(event_id)
+                .bind(trigger)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                missed_events += 1;
+            }
+        }
+        sqlx::query(
+            "UPDATE webhooks SET enabled = 1, disabled_reason = NULL, failing_since = NULL, \
+             disabled_after_seq = NULL, updated_at = $2 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        self.audit_webhook(
+            &mut tx,
+            id,
+            actor,
+            AuditAction::WebhookEnabled,
+            serde_json::json!({
+                "replayedFailed": replayed_failed,
+                "missedEvents": missed_events,
+                "pending": pending,
+            }),
+        )
+        .await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify('berth_deliveries', '')")
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.wake_worker();
+        Ok(Some(EnableOutcome {
+            replayed_failed,
+            missed_events,
+            pending,
+        }))
     }
 }
 

@@ -321,22 +321,26 @@ fn webhook_json(w: &WebhookRecord) -> serde_json::Value {
         "headers": w.headers.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         "githubActions": w.github_actions,
         "enabled": w.enabled,
+        "disabledByBerth": disabled_by_berth(w),
     })
+}
+
+/// Disabled by Berth (410 Gone, or every delivery failing), not by a user: shown with a
+/// banner, and re-enabled with what it missed.
+fn disabled_by_berth(w: &WebhookRecord) -> bool {
+    !w.enabled && w.disabled_reason.as_deref() != Some("disabled by a user")
 }
 
 fn webhooks_tab(base: &str, webhooks: &[WebhookRecord], admin: bool) -> Markup {
     let data = serde_json::Value::Array(webhooks.iter().map(webhook_json).collect());
-    let disabled: Vec<&WebhookRecord> = webhooks
-        .iter()
-        .filter(|w| !w.enabled && w.disabled_reason.as_deref() != Some("disabled by a user"))
-        .collect();
+    let disabled: Vec<&WebhookRecord> = webhooks.iter().filter(|w| disabled_by_berth(w)).collect();
     html! {
         section role="tabpanel" aria-labelledby="tab-webhooks" {
             @for w in &disabled {
                 div.banner.warn role="alert" {
                     strong { "Webhook “" (w.name) "” is disabled." }
                     " " (w.disabled_reason.as_deref().unwrap_or("")) " "
-                    @if admin { button.small type="button" data-enable=(w.id) { "Re-enable" } }
+                    @if admin { button.small type="button" data-enable=(w.id) { "Re-enable and send what it missed" } }
                 }
             }
             div.page-head {
@@ -354,7 +358,13 @@ fn webhooks_tab(base: &str, webhooks: &[WebhookRecord], admin: bool) -> Markup {
                                 td { strong { (w.name) } @if w.github_actions { " " span.pill.gh { "GitHub Actions" } } }
                                 td.url { code { (w.url) } }
                                 td { @for t in &w.triggers { span.tag.small { (t) } } }
-                                td { @if w.enabled { span.pill.ok { "enabled" } } @else { span.pill.bad { "disabled" } } }
+                                td {
+                                    @if w.enabled { span.pill.ok { "enabled" } } @else { span.pill.bad { "disabled" } }
+                                    @if disabled_by_berth(w) {
+                                        div.muted.small.disabled-reason { (w.disabled_reason.as_deref().unwrap_or("")) }
+                                        @if admin { button.small type="button" data-enable=(w.id) aria-label={"Re-enable " (w.name) " and send what it missed"} { "Re-enable" } }
+                                    }
+                                }
                                 td {
                                     @match &w.last_delivery {
                                         Some((state, code)) => {

@@ -630,3 +630,78 @@ async fn the_ui_end_to_end_in_chromium() {
     handler.abort();
     app.stop().await;
 }
+
+/// A webhook Berth disabled shows a banner and its reason on its row; the banner's button
+/// re-enables it, and the receiver then gets what it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disabled_banner_re_enables_and_sends_what_was_missed() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let rx = TestReceiver::start().await;
+    rx.script([crate::helpers::Reply::status(410)]);
+    app.workspace("acme").await;
+    app.model("acme", "fraud").await;
+    let hooks = "/api/v1/workspaces/acme/models/fraud/webhooks";
+    let (_, hook) = app
+        .post(
+            ADMIN_TOKEN,
+            hooks,
+            json!({"name": "ci", "url": rx.url, "triggers": ["MODEL_VERSION_CREATED"]}),
+        )
+        .await;
+    let hook_id = hook["id"].as_str().expect("id").to_owned();
+    app.version("acme", "fraud", json!({"version": "1.0.0"}))
+        .await;
+    rx.wait_for(1, Duration::from_secs(10)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, w) = app.get(ADMIN_TOKEN, &format!("{hooks}/{hook_id}")).await;
+        if w["enabled"] == false {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "410 did not disable"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Missed while disabled.
+    app.version("acme", "fraud", json!({"version": "1.1.0"}))
+        .await;
+
+    let (mut browser, ui, handler) = launch(&app).await;
+    ui.goto("/").await;
+    ui.wait_until("location.pathname === '/login'").await;
+    ui.type_into("#token", ADMIN_TOKEN).await;
+    ui.click("#sign-in").await;
+    ui.wait_until("location.pathname === '/w/acme'").await;
+    ui.goto("/w/acme/m/fraud?tab=webhooks").await;
+    ui.wait_until("document.querySelector('.banner.warn [data-enable]')")
+        .await;
+    let banner = ui.text(".banner.warn").await;
+    assert!(banner.contains("410 Gone"), "{banner}");
+    let row = ui.text("tr[data-webhook]").await;
+    assert!(
+        row.contains("disabled") && row.contains("410 Gone") && row.contains("Re-enable"),
+        "{row}"
+    );
+    ui.shot("12-disabled-banner").await;
+    ui.mark().await;
+    ui.click(".banner.warn [data-enable]").await;
+    ui.wait_reloaded().await;
+    ui.wait_until("!document.querySelector('.banner.warn')")
+        .await;
+    let got = rx.wait_for(3, Duration::from_secs(10)).await;
+    let versions: Vec<String> = got[1..]
+        .iter()
+        .map(|r| r.json()["version"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(versions, ["1.0.0", "1.1.0"], "what it missed, in order");
+    ui.wait_until("document.querySelector('tr[data-webhook]').innerText.includes('enabled')")
+        .await;
+
+    ui.assert_clean();
+    let _ = browser.close().await;
+    let _ = browser.wait().await;
+    handler.abort();
+    app.stop().await;
+}

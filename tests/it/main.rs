@@ -12,6 +12,8 @@ mod delivery;
 mod fuzz;
 mod limits;
 mod openapi;
+mod ops;
+mod ops_disable;
 mod registry;
 mod scale;
 mod secrets;

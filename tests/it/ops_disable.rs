@@ -1,0 +1,265 @@
+//! Auto-disable: a webhook whose every delivery failed for `auto_disable_after` is disabled
+//! with a reason; `POST …/enable` re-enables it and sends what it missed, in event order.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::conformance;
+use crate::helpers::{ADMIN_TOKEN, Backend, Reply, TestApp, TestReceiver, assert_error};
+
+const HOOKS: &str = "/api/v1/workspaces/acme/models/fraud/webhooks";
+
+async fn app_with(backend: Backend, auto_disable_after: Duration) -> TestApp {
+    TestApp::spawn_with(backend, move |s| {
+        s.delivery.auto_disable_after = Some(auto_disable_after);
+        s.delivery.schedule =
+            berth::delivery::schedule::RetrySchedule::parse("200ms,200ms").expect("schedule");
+        // One attempt at a time per webhook: arrivals are in claim order.
+        s.delivery.per_webhook_in_flight = 1;
+    })
+    .await
+}
+
+async fn create_hook(app: &TestApp, rx: &TestReceiver, name: &str) -> String {
+    let (s, b) = app
+        .post(
+            ADMIN_TOKEN,
+            HOOKS,
+            json!({"name": name, "url": format!("{}/{name}", rx.url),
+                   "triggers": ["MODEL_VERSION_CREATED", "MODEL_TAG_CHANGED"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    b["id"].as_str().expect("id").to_owned()
+}
+
+async fn webhook(app: &TestApp, hook: &str) -> Value {
+    let (s, b) = app.get(ADMIN_TOKEN, &format!("{HOOKS}/{hook}")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    b
+}
+
+/// (trigger, version) of every request a receiver got from `from` on.
+fn arrivals(rx: &TestReceiver, from: usize) -> Vec<(String, String)> {
+    rx.received()[from..]
+        .iter()
+        .map(|r| {
+            let body = r.json();
+            (
+                body["eventTrigger"].as_str().unwrap_or_default().to_owned(),
+                body["version"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn create_version(app: &TestApp, version: &str, events: &mut Vec<(String, String)>) {
+    app.version("acme", "fraud", json!({"version": version}))
+        .await;
+    events.push(("MODEL_VERSION_CREATED".into(), version.into()));
+}
+
+conformance!(ops_failing_webhook_is_disabled_then_enable_sends_what_it_missed);
+
+async fn ops_failing_webhook_is_disabled_then_enable_sends_what_it_missed(backend: Backend) {
+    let app = app_with(backend, Duration::from_secs(2)).await;
+    let rx = TestReceiver::start().await;
+    rx.default_reply(Reply::status(500));
+    let healthy_rx = TestReceiver::start().await;
+    app.workspace("acme").await;
+    app.model("acme", "fraud").await;
+    let bob = app.user("bob").await;
+    app.add_member("acme", "bob", "member").await;
+    let hook = create_hook(&app, &rx, "failing").await;
+    let healthy = create_hook(&app, &healthy_rx, "healthy").await;
+
+    // Every attempt fails; keep events coming until the webhook has failed for 2 s.
+    let mut events = Vec::new();
+    let started = Instant::now();
+    let mut i = 0;
+    let disabled = loop {
+        let w = webhook(&app, &hook).await;
+        if w["enabled"] == false {
+            break w;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not disabled after 30 s of failures: {w}"
+        );
+        create_version(&app, &format!("1.0.{i}"), &mut events).await;
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "disabled before auto_disable_after"
+    );
+    let reason = disabled["disabledReason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("every delivery failed since 20"),
+        "reason: {disabled}"
+    );
+    assert_eq!(
+        webhook(&app, &healthy).await["enabled"],
+        true,
+        "a healthy webhook beside it stays enabled"
+    );
+
+    // While it is disabled, events go on; it is sent nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.worker.run_once().await.expect("drain");
+    let before = rx.received().len();
+    create_version(&app, "2.0.0", &mut events).await;
+    create_version(&app, "2.0.1", &mut events).await;
+    let (s, b) = app
+        .patch(
+            ADMIN_TOKEN,
+            "/api/v1/workspaces/acme/models/fraud/versions/2.0.0/tags",
+            json!({"add": ["prod"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    events.push(("MODEL_TAG_CHANGED".into(), "2.0.0".into()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.worker.run_once().await.expect("drain");
+    assert_eq!(
+        rx.received().len(),
+        before,
+        "a disabled webhook is sent nothing"
+    );
+
+    // Only a workspace admin may enable; an unknown webhook is a 404.
+    let path = format!("{HOOKS}/{hook}/enable");
+    assert_error(&app.post_empty(&bob, &path).await, 403, None);
+    assert_error(
+        &app.post_empty(ADMIN_TOKEN, &format!("{HOOKS}/nope/enable"))
+            .await,
+        404,
+        None,
+    );
+
+    // One call re-enables it and queues everything it missed, in event order.
+    rx.default_reply(Reply::status(200));
+    let from = rx.received().len();
+    let (s, b) = app.post_empty(ADMIN_TOKEN, &path).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["webhook"]["enabled"], true, "{b}");
+    assert_eq!(b["webhook"]["disabledReason"], Value::Null, "{b}");
+    // The three above (and a version created as it was being disabled, if any).
+    assert!(b["missedEvents"].as_u64().unwrap_or(0) >= 3, "{b}");
+    let queued = b["replayedFailed"].as_u64().unwrap_or(0)
+        + b["missedEvents"].as_u64().unwrap_or(0)
+        + b["pending"].as_u64().unwrap_or(0);
+    assert_eq!(queued as usize, events.len(), "every event, once: {b}");
+    assert!(b["replayedFailed"].as_u64().unwrap_or(0) >= 1, "{b}");
+
+    rx.wait_for(from + events.len(), Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        arrivals(&rx, from),
+        events,
+        "what it missed, in event order"
+    );
+
+    // The log agrees, and a second enable changes nothing.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, b) = app
+            .get(ADMIN_TOKEN, &format!("{HOOKS}/{hook}/deliveries?limit=500"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let items = b["items"].as_array().cloned().unwrap_or_default();
+        if items.len() == events.len() && items.iter().all(|d| d["state"] == "succeeded") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "log not settled: {b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, b) = app.post_empty(ADMIN_TOKEN, &path).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (&b["replayedFailed"], &b["missedEvents"], &b["pending"]),
+        (&json!(0), &json!(0), &json!(0))
+    );
+    app.worker.run_once().await.expect("drain");
+    assert_eq!(
+        rx.received().len(),
+        from + events.len(),
+        "nothing sent twice"
+    );
+    app.stop().await;
+}
+
+conformance!(ops_a_success_resets_the_run_of_failures);
+
+/// Failures broken by successes never add up to a disable.
+async fn ops_a_success_resets_the_run_of_failures(backend: Backend) {
+    let app = app_with(backend, Duration::from_secs(1)).await;
+    let rx = TestReceiver::start().await;
+    // Every delivery fails once, then succeeds on its retry.
+    rx.script((0..100).flat_map(|_| [Reply::status(500), Reply::status(200)]));
+    app.workspace("acme").await;
+    app.model("acme", "fraud").await;
+    let hook = create_hook(&app, &rx, "flaky").await;
+    let mut events = Vec::new();
+    let started = Instant::now();
+    let mut i = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        create_version(&app, &format!("1.0.{i}"), &mut events).await;
+        i += 1;
+        let want = 2 * events.len();
+        rx.wait_for(want, Duration::from_secs(10)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let w = webhook(&app, &hook).await;
+    assert_eq!(w["enabled"], true, "{w}");
+    assert_eq!(w["disabledReason"], Value::Null, "{w}");
+    app.stop().await;
+}
+
+conformance!(ops_gone_disables_and_enable_replays_the_refused_delivery);
+
+/// 410 Gone disables at once, the same way: enable sends the refused delivery and what
+/// happened since.
+async fn ops_gone_disables_and_enable_replays_the_refused_delivery(backend: Backend) {
+    let app = app_with(backend, Duration::from_secs(3600)).await;
+    let rx = TestReceiver::start().await;
+    rx.script([Reply::status(410)]);
+    app.workspace("acme").await;
+    app.model("acme", "fraud").await;
+    let hook = create_hook(&app, &rx, "gone").await;
+    let mut events = Vec::new();
+    create_version(&app, "1.0.0", &mut events).await;
+    rx.wait_for(1, Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let w = loop {
+        let w = webhook(&app, &hook).await;
+        if w["enabled"] == false {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "410 did not disable: {w}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        w["disabledReason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("410"),
+        "{w}"
+    );
+    create_version(&app, "1.0.1", &mut events).await;
+    let (s, b) = app
+        .post_empty(ADMIN_TOKEN, &format!("{HOOKS}/{hook}/enable"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (&b["replayedFailed"], &b["missedEvents"]),
+        (&json!(1), &json!(1)),
+        "{b}"
+    );
+    rx.wait_for(3, Duration::from_secs(10)).await;
+    assert_eq!(arrivals(&rx, 1), events);
+    app.stop().await;
+}
