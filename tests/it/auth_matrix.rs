@@ -210,6 +210,12 @@ const TABLE: &[(&str, &str, [u16; 7])] = &[
         ws_admin(200),
     ),
     (
+        "POST",
+        "/api/v1/workspaces/{ws}/models/{model}/webhooks/{id}/enable",
+        ws_admin(200),
+    ),
+    ("GET", "/api/v1/workspaces/{ws}/audit", ws_admin(200)),
+    (
         "GET",
         "/api/v1/workspaces/{ws}/models/{model}/webhooks/{id}/signing-secret",
         ws_admin(200),
@@ -497,6 +503,10 @@ impl Ctx {
             ("POST", "/api/v1/workspaces/{ws}/models/{model}/webhooks/{id}/test") => {
                 req(format!("{hook}/test"), None)
             }
+            ("POST", "/api/v1/workspaces/{ws}/models/{model}/webhooks/{id}/enable") => {
+                req(format!("{hook}/enable"), None)
+            }
+            ("GET", "/api/v1/workspaces/{ws}/audit") => req(format!("{ws}/audit"), None),
             ("GET", "/api/v1/workspaces/{ws}/models/{model}/webhooks/{id}/signing-secret") => {
                 req(format!("{hook}/signing-secret"), None)
             }

@@ -213,6 +213,19 @@ async fn no_secret_in_any_response_or_log_line() {
     }
     c.call(M::GET, "/api/v1/users/alice/tokens", &alice, None)
         .await;
+    // The audit log records every webhook change above: never with a secret.
+    let audit = c
+        .call(
+            M::GET,
+            "/api/v1/workspaces/acme/audit?limit=500",
+            ADMIN,
+            None,
+        )
+        .await;
+    assert!(
+        audit["items"].as_array().is_some_and(|a| a.len() > 3),
+        "the scenario was audited: {audit}"
+    );
     c.call(M::GET, "/api/v1/me", &alice, None).await;
     c.call(M::GET, "/api/v1/nope", "wrong-token", None).await;
 
