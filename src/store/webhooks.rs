@@ -790,23 +790,23 @@ impl Store {
                     }
                     (None, None) => None,
                 };
-                if let Some(reason) = reason {
-                    if disable(&mut *conn, &webhook_id, &reason, now).await? {
-                        let details = serde_json::json!({
-                            "reason": reason,
-                            "deliveryId": delivery_id,
-                            "statusCode": a.status_code,
-                        });
-                        store
-                            .audit_webhook(
-                                conn,
-                                &webhook_id,
-                                SYSTEM_ACTOR,
-                                AuditAction::WebhookDisabled,
-                                details,
-                            )
-                            .await?;
-                    }
+                if let Some(reason) = reason
+                    && disable(&mut *conn, &webhook_id, &reason, now).await?
+                {
+                    let details = serde_json::json!({
+                        "reason": reason,
+                        "deliveryId": delivery_id,
+                        "statusCode": a.status_code,
+                    });
+                    store
+                        .audit_webhook(
+                            conn,
+                            &webhook_id,
+                            SYSTEM_ACTOR,
+                            AuditAction::WebhookDisabled,
+                            details,
+                        )
+                        .await?;
                 }
                 Ok(true)
             })
