@@ -59,6 +59,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
             field: None,
         });
     }
+    if let Some(field) = nul_field(bytes) {
+        return Err(ApiError::Invalid {
+            message: format!("{field} must not contain NUL (\\u0000) characters"),
+            field: Some(field),
+        });
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
     de.end().map_err(|e| ApiError::Invalid {
@@ -66,6 +72,47 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
         field: None,
     })?;
     Ok(value)
+}
+
+/// The path of the first string (or key) holding a NUL character, which no text column can
+/// keep (PostgreSQL refuses it; SQLite would cut text at it). JSON carries NUL only as the
+/// escape `\u0000`, so documents without that text are not walked.
+fn nul_field(bytes: &[u8]) -> Option<String> {
+    let escaped = bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"));
+    if !escaped {
+        return None;
+    }
+    fn walk(v: &serde_json::Value, path: &str) -> Option<String> {
+        let here = |p: &str| {
+            if path.is_empty() {
+                p.to_owned()
+            } else {
+                format!("{path}.{p}")
+            }
+        };
+        match v {
+            serde_json::Value::String(t) if t.contains('\0') => Some(if path.is_empty() {
+                "body".into()
+            } else {
+                path.to_owned()
+            }),
+            serde_json::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, item)| walk(item, &format!("{path}[{i}]"))),
+            serde_json::Value::Object(map) => map.iter().find_map(|(k, item)| {
+                if k.contains('\0') {
+                    Some(here(&k.replace('\0', "\\u0000")))
+                } else {
+                    walk(item, &here(k))
+                }
+            }),
+            _ => None,
+        }
+    }
+    // A document that does not parse is left to the typed parse, which names the problem.
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    walk(&value, "")
 }
 
 fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
@@ -169,6 +216,9 @@ pub fn encode_cursor<C: Serialize>(c: &C) -> String {
 pub fn decode_cursor<C: DeserializeOwned>(text: &str) -> Result<C, ApiError> {
     let bad = || ApiError::invalid("cursor", "cursor is not one this server handed out");
     let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
+    if nul_field(&bytes).is_some() {
+        return Err(bad());
+    }
     serde_json::from_slice(&bytes).map_err(|_| bad())
 }
 

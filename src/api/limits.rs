@@ -182,7 +182,37 @@ fn request_size_error(req: &Request) -> Option<ApiError> {
             "the request path and query are longer than {MAX_URI_BYTES} bytes"
         )));
     }
+    // A NUL character can name nothing and no text column keeps it: refuse it in the path
+    // and the query before any lookup sees it.
+    let has_nul = |t: &str| {
+        t.as_bytes()
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"%00"))
+    };
+    if has_nul(req.uri().path()) {
+        return Some(ApiError::invalid(
+            "path",
+            "the path must not contain NUL (%00) characters",
+        ));
+    }
+    if req.uri().query().is_some_and(has_nul) {
+        return Some(ApiError::invalid(
+            "query",
+            "the query must not contain NUL (%00) characters",
+        ));
+    }
     let headers = req.headers();
+    // Every route, whether or not it reads a body: a declared body over the limit is refused
+    // before anything reads it (`ApiJson` also stops a chunked one at the limit).
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > crate::api::extract::MAX_BODY_BYTES as u64) {
+        return Some(ApiError::PayloadTooLarge(
+            crate::api::extract::MAX_BODY_BYTES,
+        ));
+    }
     if headers.len() > MAX_REQUEST_HEADERS {
         return Some(ApiError::HeadersTooLarge(format!(
             "more than {MAX_REQUEST_HEADERS} request headers"

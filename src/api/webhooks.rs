@@ -407,6 +407,7 @@ pub(crate) async fn create_from(
         disabled_reason: None,
         old_signing_key_enc: None,
         old_signing_expires_at: None,
+        failing_since: None,
         created_at: now,
         updated_at: now,
         last_delivery: None,

@@ -258,7 +258,7 @@ impl Sender {
                 .map(|(k, v)| {
                     (
                         k.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).replace('\0', "\u{FFFD}"),
                     )
                 })
                 .collect();
@@ -284,14 +284,18 @@ impl Sender {
                 ));
             }
             Ok(Err(e)) => {
-                let (class, message) = classify(&e);
+                // The URL can carry a token (in its path or query): keep it out of the error
+                // text, which is logged and shown in the delivery log.
+                let (class, message) = classify(&e.without_url());
                 outcome.error_class = Some(class);
                 outcome.error = Some(message);
             }
             Ok(Ok((status, headers, body))) => {
                 let code = status.as_u16();
                 outcome.status_code = Some(code);
-                outcome.response_body = String::from_utf8_lossy(&body).into_owned();
+                // NUL cannot be stored in PostgreSQL text: show it as U+FFFD, like any
+                // other byte that is not text.
+                outcome.response_body = String::from_utf8_lossy(&body).replace('\0', "\u{FFFD}");
                 if code == 429 || code == 503 {
                     outcome.retry_after = headers
                         .iter()

@@ -329,6 +329,7 @@ impl Worker {
             auto_disable_before: config.auto_disable_after.map(|after| {
                 now_micros().saturating_sub(i64::try_from(after.as_micros()).unwrap_or(i64::MAX))
             }),
+            webhook_was_failing: d.webhook.failing_since.is_some(),
         };
         // Record; if the database is away, keep trying while the lease keeps others off,
         // rather than send again. Past the lease, the delivery is sent again (same id).

@@ -413,6 +413,8 @@ mod tests {
             signing_key_enc: "k".into(),
             old_signing_key_enc: None,
             old_signing_expires_at: None,
+            failing_since: None,
+            failing_since: None,
             created_at: 0,
             updated_at: 0,
             last_delivery: None,

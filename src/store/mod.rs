@@ -107,19 +107,6 @@ impl Store {
         };
         let write = pragmas()
             .max_connections(1)
-            .after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    // WAL with synchronous=FULL: a commit that returned is on disk.
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA synchronous = FULL").await?;
-                    conn.execute("PRAGMA foreign_keys = ON").await?;
-                    conn.execute("PRAGMA busy_timeout = 10000").await?;
-                    // Checkpoints run beside the writer (see `checkpointer`), not inside
-                    // the commit that happens to cross the threshold.
-                    conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
-                    Ok(())
-                })
-            })
             .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot open SQLite database {}", file.display()))?;
@@ -128,7 +115,6 @@ impl Store {
             .connect_with(options)
             .await
             .with_context(|| format!("cannot open SQLite database {}", file.display()))?;
-        tokio::spawn(checkpointer(read.clone()));
         Ok(Store {
             read,
             group: Some(group::GroupWriter::start(write.clone())),
@@ -247,31 +233,6 @@ impl Store {
     }
 }
 
-/// Copies SQLite's write-ahead log into the database file twice a second, on a reader
-/// connection, so that no commit waits for a checkpoint (SQLite's default runs one inside the
-/// commit that grows the log past 1,000 pages, a pause of several milliseconds for that
-/// request). `PASSIVE` never blocks the writer or readers; a checkpoint changes nothing about
-/// durability: every commit was already fsynced in the log. Ends when the pool closes.
-async fn checkpointer(read: sqlx::AnyPool) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if read.is_closed() {
-            return;
-        }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&read)
-            .await
-        {
-            if read.is_closed() {
-                return;
-            }
-            tracing::warn!(error = %e, "WAL checkpoint failed; retrying in 0.5 s");
-        }
-    }
-}
-
 /// The current time in microseconds since the Unix epoch.
 pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
@@ -294,6 +255,22 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
         }),
         _ => false,
     }
+}
+
+/// True when PostgreSQL gave up a transaction to break a deadlock or a serialization
+/// conflict (40P01, 40001): it changed nothing, and a retry succeeds.
+pub fn is_transient_conflict(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| matches!(&*code, "40P01" | "40001"))
+}
+
+/// True when PostgreSQL refused a text value holding a NUL character (22021), which its
+/// text type cannot store: client input, so a 400, never a 500.
+pub fn is_nul_in_text(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| &*code == "22021")
 }
 
 /// True when `err` is a unique-constraint violation.

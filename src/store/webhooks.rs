@@ -24,6 +24,8 @@ pub struct WebhookRecord {
     pub signing_key_enc: String,
     pub old_signing_key_enc: Option<String>,
     pub old_signing_expires_at: Option<i64>,
+    /// Since when every attempt has failed (microseconds), or `None` after a success.
+    pub failing_since: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
     /// The newest delivery's state and status code, when there is one.
@@ -87,6 +89,11 @@ pub struct AttemptResult {
     /// Auto-disable: when the attempt failed and every attempt of the webhook has failed
     /// since this time (microseconds) or earlier, disable it.
     pub auto_disable_before: Option<i64>,
+    /// The webhook was failing (`failing_since` set) when this delivery was claimed: a
+    /// success must end the run. When it was not, a success skips that write, the hot path.
+    /// (A failure recorded between the claim and this success leaves `failing_since` set
+    /// until the next success: the run then looks older by at most one attempt's time.)
+    pub webhook_was_failing: bool,
 }
 
 /// What re-enabling a webhook queued (see [`Store::enable_webhook`]).
@@ -114,7 +121,8 @@ fn json_err(e: serde_json::Error) -> sqlx::Error {
 
 const WEBHOOK_COLUMNS: &str = "w.id, w.workspace_id, w.model_id, w.name, w.url, w.secret_enc, \
     w.triggers, w.headers, w.github_actions, w.enabled, w.disabled_reason, w.signing_key_enc, \
-    w.old_signing_key_enc, w.old_signing_expires_at, w.created_at, w.updated_at";
+    w.old_signing_key_enc, w.old_signing_expires_at, w.failing_since, w.created_at, \
+    w.updated_at";
 
 /// The newest delivery's state and status code, for `webhook_from_row(_, true)`.
 const LAST_DELIVERY_COLUMNS: &str = "\
@@ -153,6 +161,7 @@ fn webhook_from_row(
         signing_key_enc: row.try_get("signing_key_enc")?,
         old_signing_key_enc: row.try_get("old_signing_key_enc")?,
         old_signing_expires_at: row.try_get("old_signing_expires_at")?,
+        failing_since: row.try_get("failing_since")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         last_delivery,
@@ -746,15 +755,16 @@ impl Store {
                 .execute(&mut *conn)
                 .await?;
                 if a.error_class.is_none() {
-                    // Any success ends a run of failures. (The WHERE keeps the common case
-                    // from writing, or locking, the webhook row.)
-                    sqlx::query(
-                        "UPDATE webhooks SET failing_since = NULL \
-                         WHERE id = $1 AND failing_since IS NOT NULL",
-                    )
-                    .bind(webhook_id.as_str())
-                    .execute(&mut *conn)
-                    .await?;
+                    // A success ends a run of failures.
+                    if result.webhook_was_failing {
+                        sqlx::query(
+                            "UPDATE webhooks SET failing_since = NULL \
+                             WHERE id = $1 AND failing_since IS NOT NULL",
+                        )
+                        .bind(webhook_id.as_str())
+                        .execute(&mut *conn)
+                        .await?;
+                    }
                     return Ok(true);
                 }
                 // A failure: the first one after a success starts the run.

@@ -702,3 +702,114 @@ async fn the_test_harness_is_not_throttled() {
     }
     app.stop().await;
 }
+
+conformance!(nul_characters_are_400_never_500);
+
+/// PostgreSQL's text cannot hold NUL, so NUL anywhere a client can put it is refused with a
+/// 400 naming where, on both databases alike; a receiver answering with NUL in its body is
+/// recorded, not retried forever.
+async fn nul_characters_are_400_never_500(backend: Backend) {
+    use base64::Engine;
+    let app = TestApp::spawn(backend).await;
+    app.workspace("acme").await;
+    app.model("acme", "m").await;
+    let versions = "/api/v1/workspaces/acme/models/m/versions";
+    let got = app
+        .post(
+            ADMIN_TOKEN,
+            versions,
+            json!({"version": "1.0.0", "description": "a\u{0}b"}),
+        )
+        .await;
+    assert_error(&got, 400, Some("description"));
+    let got = app
+        .post(
+            ADMIN_TOKEN,
+            versions,
+            json!({"version": "1.0.0", "tags": ["ok", "b\u{0}"]}),
+        )
+        .await;
+    assert_error(&got, 400, Some("tags[1]"));
+    let got = app.get(ADMIN_TOKEN, "/api/v1/workspaces/a%00b").await;
+    assert_error(&got, 400, Some("path"));
+    let got = app
+        .get(ADMIN_TOKEN, "/api/v1/workspaces/acme/models/m%00/versions")
+        .await;
+    assert_error(&got, 400, Some("path"));
+    let got = app
+        .get(ADMIN_TOKEN, "/api/v1/workspaces/acme/models?name=%00")
+        .await;
+    assert_error(&got, 400, Some("query"));
+    for cursor in [r#"{"s":"\u0000","i":1}"#, r#"{"k":"\u0000","i":1}"#] {
+        let c = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(cursor);
+        let got = app
+            .get(ADMIN_TOKEN, &format!("{versions}?cursor={c}"))
+            .await;
+        assert_error(&got, 400, Some("cursor"));
+    }
+    // Nothing above was written.
+    let (_, list) = app.get(ADMIN_TOKEN, versions).await;
+    assert_eq!(list["items"], json!([]));
+
+    // A receiver's answer with NUL in it is stored (NUL shown as U+FFFD) and the delivery
+    // succeeds once.
+    let rx = crate::helpers::TestReceiver::start().await;
+    rx.default_reply(crate::helpers::Reply::status(200).body("ok\u{0}ok"));
+    let hooks = "/api/v1/workspaces/acme/models/m/webhooks";
+    let (s, hook) = app
+        .post(
+            ADMIN_TOKEN,
+            hooks,
+            json!({"name": "nul", "url": format!("{}/nul", rx.url),
+                   "triggers": ["MODEL_VERSION_CREATED"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{hook}");
+    let id = hook["id"].as_str().expect("id");
+    app.version("acme", "m", json!({"version": "2.0.0"})).await;
+    rx.wait_for(1, Duration::from_secs(10)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let delivery = loop {
+        let (_, list) = app
+            .get(ADMIN_TOKEN, &format!("{hooks}/{id}/deliveries"))
+            .await;
+        let first = list["items"][0].clone();
+        if first["state"] == "succeeded" {
+            break first;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the delivery was not recorded: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let did = delivery["id"].as_str().expect("delivery id");
+    let (s, detail) = app
+        .get(ADMIN_TOKEN, &format!("{hooks}/{id}/deliveries/{did}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{detail}");
+    assert!(
+        detail.to_string().contains("ok\u{FFFD}ok"),
+        "the body is kept with NUL replaced: {detail}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.received().len(), 1, "sent once, not again and again");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_limit_is_413_on_any_route() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    // `/api/v1/me` reads no body; the declared length alone is refused.
+    let got = app
+        .call_raw(
+            Method::GET,
+            "/api/v1/me",
+            Some(ADMIN_TOKEN),
+            Some("text/plain"),
+            vec![b'x'; 1024 * 1024 + 1],
+        )
+        .await;
+    assert_error(&got, 413, None);
+    app.stop().await;
+}
