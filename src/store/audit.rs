@@ -414,7 +414,6 @@ mod tests {
             old_signing_key_enc: None,
             old_signing_expires_at: None,
             failing_since: None,
-            failing_since: None,
             created_at: 0,
             updated_at: 0,
             last_delivery: None,
