@@ -45,7 +45,7 @@ pub struct AuditEntryOut {
     pub actor: String,
     /// A stable dotted name: `webhook.created`, `webhook.updated`, `webhook.deleted`,
     /// `webhook.tested`, `webhook.secret_rotated`, `webhook.disabled`, `webhook.enabled`,
-    /// `webhook.redelivered`, `webhook.replayed`, `version.created`, `version.deleted`,
+    /// `webhook.redelivered`, `webhook.replayed`, `version.deleted`,
     /// `version.tags_changed`, `version.status_changed`, `version.status_forced`,
     /// `status_request.created`, `status_request.approved`, `status_request.rejected`,
     /// `model.created`, `model.deleted`, `member.added`, `member.role_changed`,

@@ -27,7 +27,6 @@ pub enum AuditAction {
     WebhookEnabled,
     WebhookRedelivered,
     WebhookReplayed,
-    VersionCreated,
     VersionDeleted,
     VersionTagsChanged,
     VersionStatusChanged,
@@ -43,7 +42,7 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 22] = [
+    pub const ALL: [AuditAction; 21] = [
         AuditAction::WebhookCreated,
         AuditAction::WebhookUpdated,
         AuditAction::WebhookDeleted,
@@ -53,7 +52,6 @@ impl AuditAction {
         AuditAction::WebhookEnabled,
         AuditAction::WebhookRedelivered,
         AuditAction::WebhookReplayed,
-        AuditAction::VersionCreated,
         AuditAction::VersionDeleted,
         AuditAction::VersionTagsChanged,
         AuditAction::VersionStatusChanged,
@@ -79,7 +77,6 @@ impl AuditAction {
             AuditAction::WebhookEnabled => "webhook.enabled",
             AuditAction::WebhookRedelivered => "webhook.redelivered",
             AuditAction::WebhookReplayed => "webhook.replayed",
-            AuditAction::VersionCreated => "version.created",
             AuditAction::VersionDeleted => "version.deleted",
             AuditAction::VersionTagsChanged => "version.tags_changed",
             AuditAction::VersionStatusChanged => "version.status_changed",

@@ -175,14 +175,6 @@ impl Store {
                             ),
                         )
                         .await?;
-                    let entry = AuditEntry::about_version(
-                        &model,
-                        &version.version,
-                        &new.created_by,
-                        AuditAction::VersionCreated,
-                        serde_json::json!({ "tags": version.tags, "status": version.status }),
-                    );
-                    store.insert_audit(conn, &entry).await?;
                     Ok((version, deliveries))
                 })
             })
