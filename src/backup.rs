@@ -6,7 +6,6 @@
 //! with its own tools (`pg_dump`), which do the same there.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -55,8 +54,9 @@ pub async fn backup(settings: &Settings, dest: &Path) -> anyhow::Result<()> {
 
     // Open the live database without creating it, and wait on the server's write lock
     // rather than fail: VACUUM INTO only reads, but it needs the WAL index.
-    let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", source.display()))
-        .with_context(|| format!("invalid SQLite path {}", source.display()))?
+    // `filename`, not a URL: a path with `?`, `#` or `%` in it stays the path it is.
+    let options = SqliteConnectOptions::new()
+        .filename(&source)
         .create_if_missing(false)
         .busy_timeout(Duration::from_secs(30));
     let mut conn = SqliteConnection::connect_with(&options)
@@ -75,8 +75,8 @@ pub async fn backup(settings: &Settings, dest: &Path) -> anyhow::Result<()> {
         .and_then(|f| f.sync_all())
         .with_context(|| format!("syncing {}", dest.display()))?;
 
-    let copy_options = SqliteConnectOptions::from_str(&format!("sqlite://{dest_text}"))
-        .with_context(|| format!("invalid SQLite path {}", dest.display()))?
+    let copy_options = SqliteConnectOptions::new()
+        .filename(dest)
         .create_if_missing(false)
         .read_only(true);
     let mut copy = SqliteConnection::connect_with(&copy_options)

@@ -88,6 +88,7 @@ pub struct AuditList {
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// How many entries to return: 1 to 500, default 50.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
     /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,

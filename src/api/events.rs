@@ -43,6 +43,7 @@ pub struct EventQuery {
     /// The `nextCursor` of the previous page; absent to start from the first event.
     pub after: Option<String>,
     /// How many events to return: 1 to 500, default 50.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
 }
 
