@@ -495,28 +495,41 @@ impl Store {
                 .bind(model_id)
                 .fetch_all(&mut *tx)
                 .await?;
-        let mut n = 0;
+        let mut targets = Vec::with_capacity(rows.len());
         for row in &rows {
             let triggers: String = row.try_get("triggers")?;
             let triggers: Vec<String> = serde_json::from_str(&triggers).map_err(json_err)?;
-            if !triggers.iter().any(|t| t == trigger) {
-                continue;
+            if triggers.iter().any(|t| t == trigger) {
+                targets.push(row.try_get::<String, _>("id")?);
             }
-            let webhook_id: String = row.try_get("id")?;
-            sqlx::query(
+        }
+        let n = targets.len();
+        // One multi-row INSERT per 100 webhooks rather than one statement each: on SQLite
+        // every statement is a round trip to the connection's thread.
+        for chunk in targets.chunks(100) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let p = 5 + 2 * i;
+                    format!("(${p}, ${}, $1, $2, $3, 'pending', $4, $4, $4)", p + 1)
+                })
+                .collect();
+            let text = format!(
                 "INSERT INTO deliveries (id, webhook_id, event_seq, event_id, event_trigger, \
-                 state, next_attempt_at, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $6)",
-            )
-            .bind(format!("msg_{}", uuid::Uuid::now_v7().simple()))
-            .bind(webhook_id)
-            .bind(event_seq)
-            .bind(event_id)
-            .bind(trigger)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            n += 1;
+                 state, next_attempt_at, created_at, updated_at) VALUES {}",
+                rows.join(", ")
+            );
+            // The text holds placeholders only; every value is bound.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(text))
+                .bind(event_seq)
+                .bind(event_id)
+                .bind(trigger)
+                .bind(now);
+            for webhook_id in chunk {
+                q = q
+                    .bind(format!("msg_{}", uuid::Uuid::now_v7().simple()))
+                    .bind(webhook_id.as_str());
+            }
+            q.execute(&mut *tx).await?;
         }
         if n > 0 && self.backend == Backend::Postgres {
             // Delivered to listening nodes when the transaction commits.
