@@ -731,42 +731,77 @@ impl Store {
             Box::pin(async move {
                 let a = &result.attempt;
                 let now = now_micros();
-                let done = sqlx::query(
-                    "UPDATE deliveries SET attempt_count = attempt_count + 1, state = $2, \
-                     next_attempt_at = $3, locked_until = NULL, locked_by = NULL, \
-                     last_status_code = $4, updated_at = $5 WHERE id = $1",
-                )
-                .bind(delivery_id.as_str())
-                .bind(result.state)
-                .bind(result.next_attempt_at)
-                .bind(a.status_code)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
-                if done.rows_affected() == 0 {
+                let update = "UPDATE deliveries SET attempt_count = attempt_count + 1, \
+                     state = $2, next_attempt_at = $3, locked_until = NULL, locked_by = NULL, \
+                     last_status_code = $4, updated_at = $5 WHERE id = $1";
+                let found = if store.backend == Backend::Sqlite {
+                    // Both statements in one call: one round trip to the connection's thread
+                    // instead of two. `$N` names the same value in both; the insert runs only
+                    // when the update found the delivery.
+                    let text = format!(
+                        "{update}; INSERT INTO delivery_attempts (delivery_id, attempt, \
+                         started_at, duration_ms, status_code, error_class, error, \
+                         request_url, request_headers, response_headers, response_body, node) \
+                         SELECT $1, $6, $7, $8, $4, $9, $10, $11, $12, $13, $14, $15 \
+                         WHERE changes() > 0"
+                    );
+                    // The text is fixed above; every value is bound.
+                    let done = sqlx::query(sqlx::AssertSqlSafe(text))
+                        .bind(delivery_id.as_str())
+                        .bind(result.state)
+                        .bind(result.next_attempt_at)
+                        .bind(a.status_code)
+                        .bind(now)
+                        .bind(a.attempt)
+                        .bind(a.started_at)
+                        .bind(a.duration_ms)
+                        .bind(a.error_class.as_deref())
+                        .bind(a.error.as_deref())
+                        .bind(a.request_url.as_str())
+                        .bind(a.request_headers.as_str())
+                        .bind(a.response_headers.as_deref())
+                        .bind(a.response_body.as_deref())
+                        .bind(a.node.as_str())
+                        .execute(&mut *conn)
+                        .await?;
+                    done.rows_affected() > 0
+                } else {
+                    let done = sqlx::query(update)
+                        .bind(delivery_id.as_str())
+                        .bind(result.state)
+                        .bind(result.next_attempt_at)
+                        .bind(a.status_code)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?;
+                    if done.rows_affected() > 0 {
+                        sqlx::query(
+                            "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, \
+                             duration_ms, status_code, error_class, error, request_url, \
+                             request_headers, response_headers, response_body, node) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                        )
+                        .bind(delivery_id.as_str())
+                        .bind(a.attempt)
+                        .bind(a.started_at)
+                        .bind(a.duration_ms)
+                        .bind(a.status_code)
+                        .bind(a.error_class.as_deref())
+                        .bind(a.error.as_deref())
+                        .bind(a.request_url.as_str())
+                        .bind(a.request_headers.as_str())
+                        .bind(a.response_headers.as_deref())
+                        .bind(a.response_body.as_deref())
+                        .bind(a.node.as_str())
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    done.rows_affected() > 0
+                };
+                if !found {
                     // The webhook (and so the delivery) was deleted meanwhile.
                     return Ok(false);
                 }
-                sqlx::query(
-                    "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, \
-                     duration_ms, status_code, error_class, error, request_url, \
-                     request_headers, response_headers, response_body, node) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
-                .bind(delivery_id.as_str())
-                .bind(a.attempt)
-                .bind(a.started_at)
-                .bind(a.duration_ms)
-                .bind(a.status_code)
-                .bind(a.error_class.as_deref())
-                .bind(a.error.as_deref())
-                .bind(a.request_url.as_str())
-                .bind(a.request_headers.as_str())
-                .bind(a.response_headers.as_deref())
-                .bind(a.response_body.as_deref())
-                .bind(a.node.as_str())
-                .execute(&mut *conn)
-                .await?;
                 if a.error_class.is_none() {
                     // A success ends a run of failures.
                     if result.webhook_was_failing {

@@ -426,3 +426,42 @@ async fn concurrent_writes_with_failures_commit_only_the_good_ones(backend: Back
         "one event per committed version, none for a refused one"
     );
 }
+
+conformance!(an_attempt_for_a_delivery_deleted_meanwhile_records_nothing);
+
+/// The worker records an attempt after its send; if the webhook (and so the delivery) was
+/// deleted meanwhile, the record answers `false` and writes no attempt row, on both
+/// databases (SQLite takes the update and the insert in one call).
+async fn an_attempt_for_a_delivery_deleted_meanwhile_records_nothing(backend: Backend) {
+    use berth::store::{AttemptRecord, AttemptResult};
+    let app = TestApp::spawn(backend).await;
+    let result = AttemptResult {
+        attempt: AttemptRecord {
+            attempt: 1,
+            started_at: 1,
+            duration_ms: 3,
+            status_code: Some(200),
+            error_class: None,
+            error: None,
+            request_url: "http://127.0.0.1:9/".into(),
+            request_headers: "[]".into(),
+            response_headers: Some("[]".into()),
+            response_body: Some("ok".into()),
+            node: "test".into(),
+        },
+        state: "succeeded",
+        next_attempt_at: None,
+        disable_webhook: None,
+        auto_disable_before: None,
+        webhook_was_failing: false,
+    };
+    let recorded = app
+        .store()
+        .record_attempt("msg_gone", "no-such-webhook", &result)
+        .await
+        .expect("record");
+    // An attempt row would break its foreign key to the missing delivery and fail the
+    // record with an error: `Ok(false)` means nothing was written.
+    assert!(!recorded);
+    app.stop().await;
+}
