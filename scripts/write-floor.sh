@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The floor under one version create on SQLite: the same transaction Berth commits (the
-# version row, its event, the webhook lookup for fan-out, the audit row), run directly with
+# version row, its event, the webhook lookup for fan-out), run directly with
 # Python's sqlite3 on a database Berth created, with synchronous=FULL (as Berth runs) and
 # OFF (to show the fsync's share). Compare with `berth bench --only 1` at concurrency 1: the
 # difference is what Berth adds around SQLite (HTTP, the reads, the async hops).
@@ -30,8 +30,6 @@ os.kill(pid, signal.SIGTERM)
 time.sleep(1.5)
 db = sqlite3.connect(path, isolation_level=None)
 payload = db.execute("SELECT payload FROM events LIMIT 1").fetchone()[0]
-audit = db.execute("SELECT * FROM audit_log LIMIT 1")
-cols = [d[0] for d in audit.description]; arow = audit.fetchone()
 for sync in ("FULL", "OFF"):
     db.execute(f"PRAGMA synchronous={sync}")
     t = time.perf_counter()
@@ -43,8 +41,6 @@ for sync in ("FULL", "OFF"):
         db.execute("INSERT INTO events (id, workspace_id, model_id, event_trigger, payload, occurred_at) "
                    "VALUES (?, 1, 1, 'MODEL_VERSION_CREATED', ?, 1) RETURNING seq", (f"e{sync}{i}", payload)).fetchone()
         db.execute("SELECT id, triggers FROM webhooks WHERE model_id = 1 AND enabled = 1").fetchall()
-        vals = [None if k == "id" else v for k, v in zip(cols, arow)]
-        db.execute(f"INSERT INTO audit_log ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", vals)
         db.execute("COMMIT")
     print(f"synchronous={sync}: {(time.perf_counter() - t) / n * 1e3:.3f} ms per version-create transaction")
 PY
