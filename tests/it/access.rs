@@ -1828,7 +1828,9 @@ async fn workspace_list_bad_paging(backend: Backend) {
                 )
                 .await;
             assert_eq!(got.0, StatusCode::BAD_REQUEST, "cursor={cursor}: {}", got.1);
-            assert_error(&got, 400, Some("cursor"));
+            // NUL is refused in the query as a whole, before the cursor is read.
+            let field = if cursor == "%00" { "query" } else { "cursor" };
+            assert_error(&got, 400, Some(field));
         }
         // The boundaries are fine.
         for limit in ["1", "500"] {
