@@ -158,6 +158,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(state)
+        // The web UI's forms get the API's body limit too (axum's own default is 2 MB).
+        .layer(axum::extract::DefaultBodyLimit::max(
+            api::extract::MAX_BODY_BYTES,
+        ))
         .layer(axum::middleware::from_fn(api::limits::check_request_size))
         .layer(TraceLayer::new_for_http())
 }

@@ -202,17 +202,6 @@ fn request_size_error(req: &Request) -> Option<ApiError> {
         ));
     }
     let headers = req.headers();
-    // Every route, whether or not it reads a body: a declared body over the limit is refused
-    // before anything reads it (`ApiJson` also stops a chunked one at the limit).
-    let declared = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > crate::api::extract::MAX_BODY_BYTES as u64) {
-        return Some(ApiError::PayloadTooLarge(
-            crate::api::extract::MAX_BODY_BYTES,
-        ));
-    }
     if headers.len() > MAX_REQUEST_HEADERS {
         return Some(ApiError::HeadersTooLarge(format!(
             "more than {MAX_REQUEST_HEADERS} request headers"

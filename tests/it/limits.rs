@@ -796,20 +796,3 @@ async fn nul_characters_are_400_never_500(backend: Backend) {
     assert_eq!(rx.received().len(), 1, "sent once, not again and again");
     app.stop().await;
 }
-
-#[tokio::test]
-async fn a_declared_body_over_the_limit_is_413_on_any_route() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
-    // `/api/v1/me` reads no body; the declared length alone is refused.
-    let got = app
-        .call_raw(
-            Method::GET,
-            "/api/v1/me",
-            Some(ADMIN_TOKEN),
-            Some("text/plain"),
-            vec![b'x'; 1024 * 1024 + 1],
-        )
-        .await;
-    assert_error(&got, 413, None);
-    app.stop().await;
-}
