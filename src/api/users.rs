@@ -130,6 +130,9 @@ async fn managed_user(state: &AppState, caller: &Caller, username: &str) -> Resu
         .ok_or_else(|| ApiError::not_found("user"))
 }
 
+/// The most unrevoked tokens one user may hold (the list is answered whole).
+pub const MAX_TOKENS_PER_USER: i64 = 100;
+
 /// Create an API token; its value is in this answer only.
 #[utoipa::path(post, path = "/api/v1/users/{username}/tokens", tag = "users",
     params(("username" = String, Path, description = "The user")),
@@ -140,6 +143,14 @@ async fn create_token(
     ApiPath(username): ApiPath<String>,
 ) -> Result<(StatusCode, Json<NewTokenOut>), ApiError> {
     let user = managed_user(&state, &caller, &username).await?;
+    if state.store.count_active_tokens(user.id).await? >= MAX_TOKENS_PER_USER {
+        return Err(ApiError::Conflict {
+            message: format!(
+                "a user has at most {MAX_TOKENS_PER_USER} unrevoked tokens; revoke one first"
+            ),
+            field: None,
+        });
+    }
     let token = auth::new_token();
     let info = state
         .store

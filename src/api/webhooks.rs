@@ -380,12 +380,22 @@ async fn scope(
 }
 
 /// Creates a webhook from a parsed configuration, as `actor`.
+/// The most webhooks one model may have: every event writes one delivery per webhook, and
+/// the model's list is answered whole.
+pub const MAX_WEBHOOKS_PER_MODEL: i64 = 100;
+
 pub(crate) async fn create_from(
     state: &AppState,
     mref: &ModelRef,
     p: Parsed,
     actor: &str,
 ) -> Result<WebhookRecord, ApiError> {
+    if state.store.count_webhooks(mref.model_id).await? >= MAX_WEBHOOKS_PER_MODEL {
+        return Err(ApiError::conflict(
+            "name",
+            format!("a model has at most {MAX_WEBHOOKS_PER_MODEL} webhooks; delete one first"),
+        ));
+    }
     let id = uuid::Uuid::now_v7().to_string();
     let now = now_micros();
     let record = WebhookRecord {

@@ -120,6 +120,17 @@ impl Store {
         row.as_ref().map(user_from_row).transpose()
     }
 
+    /// How many unrevoked tokens user `user_id` has.
+    pub async fn count_active_tokens(&self, user_id: i64) -> Result<i64, sqlx::Error> {
+        sqlx::query(
+            "SELECT COUNT(*) AS n FROM api_tokens WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(user_id)
+        .fetch_one(&self.read)
+        .await?
+        .try_get("n")
+    }
+
     pub async fn create_token(
         &self,
         user_id: i64,

@@ -224,6 +224,15 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<String, sqlx::Error> {
 impl Store {
     /// Inserts a webhook, with its `webhook.created` audit row. A name taken on this model is a
     /// unique violation.
+    /// How many webhooks model `model_id` has.
+    pub async fn count_webhooks(&self, model_id: i64) -> Result<i64, sqlx::Error> {
+        sqlx::query("SELECT COUNT(*) AS n FROM webhooks WHERE model_id = $1")
+            .bind(model_id)
+            .fetch_one(&self.read)
+            .await?
+            .try_get("n")
+    }
+
     pub async fn create_webhook(&self, w: &WebhookRecord, actor: &str) -> Result<(), sqlx::Error> {
         let mut tx = self.begin().await?;
         sqlx::query(

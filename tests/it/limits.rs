@@ -796,3 +796,49 @@ async fn nul_characters_are_400_never_500(backend: Backend) {
     assert_eq!(rx.received().len(), 1, "sent once, not again and again");
     app.stop().await;
 }
+
+conformance!(webhooks_per_model_and_tokens_per_user_are_capped);
+
+/// The lists that are answered whole stay short: at most 100 webhooks per model and 100
+/// unrevoked tokens per user; one more is a 409 that says what to do, and making room works.
+async fn webhooks_per_model_and_tokens_per_user_are_capped(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.workspace("acme").await;
+    app.model("acme", "m").await;
+    let hooks = "/api/v1/workspaces/acme/models/m/webhooks";
+    let body = |i: usize| {
+        json!({"name": format!("h{i}"), "url": "http://127.0.0.1:9/h",
+               "triggers": ["MODEL_VERSION_CREATED"], "enabled": false})
+    };
+    let mut last = String::new();
+    for i in 0..100 {
+        let (s, b) = app.post(ADMIN_TOKEN, hooks, body(i)).await;
+        assert_eq!(s, StatusCode::CREATED, "webhook {i}: {b}");
+        last = b["id"].as_str().expect("id").to_owned();
+    }
+    let got = app.post(ADMIN_TOKEN, hooks, body(100)).await;
+    assert_error(&got, 409, Some("name"));
+    assert!(got.1.to_string().contains("at most 100"), "{}", got.1);
+    let (s, _) = app.delete(ADMIN_TOKEN, &format!("{hooks}/{last}")).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, b) = app.post(ADMIN_TOKEN, hooks, body(100)).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+
+    // `user` creates alice with one token.
+    let alice = app.user("alice").await;
+    let tokens = "/api/v1/users/alice/tokens";
+    let mut last = String::new();
+    for i in 1..100 {
+        let (s, b) = app.post_empty(&alice, tokens).await;
+        assert_eq!(s, StatusCode::CREATED, "token {i}: {b}");
+        last = b["id"].as_str().expect("id").to_owned();
+    }
+    let got = app.post_empty(&alice, tokens).await;
+    assert_error(&got, 409, None);
+    assert!(got.1.to_string().contains("revoke one first"), "{}", got.1);
+    let (s, _) = app.delete(&alice, &format!("{tokens}/{last}")).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, b) = app.post_empty(&alice, tokens).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    app.stop().await;
+}
