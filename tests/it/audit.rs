@@ -573,41 +573,6 @@ async fn gone_disable_is_recorded_as_system(backend: Backend) {
     app.stop().await;
 }
 
-/// Signs in through the sign-in form like a browser; answers the session cookie.
-async fn sign_in(app: &TestApp, token: &str) -> String {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let resp = client
-        .get(format!("{}/login", app.base))
-        .send()
-        .await
-        .expect("login page");
-    let csrf = cookie_value(&resp, "berth_login_csrf").expect("login csrf cookie");
-    let resp = client
-        .post(format!("{}/login", app.base))
-        .header("cookie", format!("berth_login_csrf={csrf}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={token}&csrf={csrf}"))
-        .send()
-        .await
-        .expect("sign in");
-    assert!(resp.status().is_redirection(), "{}", resp.status());
-    cookie_value(&resp, "berth_session").expect("session cookie")
-}
-
-fn cookie_value(resp: &reqwest::Response, name: &str) -> Option<String> {
-    resp.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(';').next())
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, v)| *k == name && !v.is_empty())
-        .map(|(_, v)| v.to_owned())
-}
-
 async fn page(app: &TestApp, session: &str, path: &str) -> (StatusCode, String) {
     let resp = app
         .client
@@ -641,7 +606,7 @@ async fn admins_see_the_audit_page(backend: Backend) {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
 
-    let bob_session = sign_in(&app, &bob).await;
+    let bob_session = app.sign_in(&bob).await;
     let (s, html) = page(&app, &bob_session, "/w/acme").await;
     assert_eq!(s, StatusCode::OK);
     assert!(html.contains("id=\"audit-link\""), "admins see the link");
@@ -674,7 +639,7 @@ async fn admins_see_the_audit_page(backend: Backend) {
     assert_eq!(s, StatusCode::OK);
     assert!(!html.contains("<code>webhook.created</code>"), "{html}");
 
-    let alice_session = sign_in(&app, &alice).await;
+    let alice_session = app.sign_in(&alice).await;
     let (s, html) = page(&app, &alice_session, "/w/acme").await;
     assert_eq!(s, StatusCode::OK);
     assert!(!html.contains("audit-link"), "members see no link");

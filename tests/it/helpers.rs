@@ -547,3 +547,41 @@ impl TestReceiver {
         }
     }
 }
+
+impl TestApp {
+    /// Signs in through the sign-in form like a browser; answers the session cookie.
+    pub async fn sign_in(&self, token: &str) -> String {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let resp = client
+            .get(format!("{}/login", self.base))
+            .send()
+            .await
+            .expect("login page");
+        let csrf = cookie_value(&resp, "berth_login_csrf").expect("login csrf cookie");
+        let resp = client
+            .post(format!("{}/login", self.base))
+            .header("cookie", format!("berth_login_csrf={csrf}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}&csrf={csrf}"))
+            .send()
+            .await
+            .expect("sign in");
+        assert!(resp.status().is_redirection(), "{}", resp.status());
+        cookie_value(&resp, "berth_session").expect("session cookie")
+    }
+}
+
+/// The value of cookie `name` set by `resp`, if any.
+pub fn cookie_value(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, v)| *k == name && !v.is_empty())
+        .map(|(_, v)| v.to_owned())
+}

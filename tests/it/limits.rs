@@ -582,56 +582,11 @@ async fn per_token_rate_limit_answers_429_with_retry_after() {
     app.stop().await;
 }
 
-/// Signs in to the web UI with `token`; answers the session cookie (`name=value`).
-async fn sign_in(app: &TestApp, token: &str) -> String {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let resp = client
-        .get(format!("{}/login", app.base))
-        .send()
-        .await
-        .expect("login page");
-    let csrf_cookie = resp
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("berth_login_csrf="))
-        .expect("login csrf cookie")
-        .to_owned();
-    let pair = csrf_cookie
-        .split(';')
-        .next()
-        .expect("cookie pair")
-        .to_owned();
-    let csrf = pair.trim_start_matches("berth_login_csrf=").to_owned();
-    let resp = client
-        .post(format!("{}/login", app.base))
-        .header("cookie", &pair)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(
-            serde_urlencoded::to_string([("token", token), ("csrf", csrf.as_str())]).expect("form"),
-        )
-        .send()
-        .await
-        .expect("sign in");
-    resp.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("berth_session="))
-        .and_then(|c| c.split(';').next())
-        .expect("session cookie")
-        .to_owned()
-}
-
 #[tokio::test]
 async fn a_session_counts_against_its_token() {
     let app = limited_app(4).await;
     let alice = app.user("alice").await;
-    let session = sign_in(&app, &alice).await;
+    let session = format!("berth_session={}", app.sign_in(&alice).await);
     let bearer = format!("Bearer {alice}");
     // Two requests with the token, two with the session: the budget of 4 is spent.
     for headers in [
