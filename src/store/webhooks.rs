@@ -194,6 +194,24 @@ fn micros_to_rfc3339(micros: i64) -> String {
 /// Disables an enabled webhook with `reason`, remembering the newest event so that
 /// re-enabling it can send what it missed. Every disable (410 Gone, auto-disable, a user)
 /// goes through here or through `update_webhook`, which does the same.
+/// Binds an attempt's fields after the delivery id and status code, in the order both
+/// attempt inserts of `record_attempt` name them.
+fn bind_attempt<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    a: &'q AttemptRecord,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    q.bind(a.attempt)
+        .bind(a.started_at)
+        .bind(a.duration_ms)
+        .bind(a.error_class.as_deref())
+        .bind(a.error.as_deref())
+        .bind(a.request_url.as_str())
+        .bind(a.request_headers.as_str())
+        .bind(a.response_headers.as_deref())
+        .bind(a.response_body.as_deref())
+        .bind(a.node.as_str())
+}
+
 async fn disable(
     conn: &mut sqlx::AnyConnection,
     webhook_id: &str,
@@ -755,24 +773,13 @@ impl Store {
                          WHERE changes() > 0"
                     );
                     // The text is fixed above; every value is bound.
-                    let done = sqlx::query(sqlx::AssertSqlSafe(text))
+                    let q = sqlx::query(sqlx::AssertSqlSafe(text))
                         .bind(delivery_id.as_str())
                         .bind(result.state)
                         .bind(result.next_attempt_at)
                         .bind(a.status_code)
-                        .bind(now)
-                        .bind(a.attempt)
-                        .bind(a.started_at)
-                        .bind(a.duration_ms)
-                        .bind(a.error_class.as_deref())
-                        .bind(a.error.as_deref())
-                        .bind(a.request_url.as_str())
-                        .bind(a.request_headers.as_str())
-                        .bind(a.response_headers.as_deref())
-                        .bind(a.response_body.as_deref())
-                        .bind(a.node.as_str())
-                        .execute(&mut *conn)
-                        .await?;
+                        .bind(now);
+                    let done = bind_attempt(q, a).execute(&mut *conn).await?;
                     done.rows_affected() > 0
                 } else {
                     let done = sqlx::query(update)
@@ -784,26 +791,15 @@ impl Store {
                         .execute(&mut *conn)
                         .await?;
                     if done.rows_affected() > 0 {
-                        sqlx::query(
-                            "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, \
-                             duration_ms, status_code, error_class, error, request_url, \
+                        let q = sqlx::query(
+                            "INSERT INTO delivery_attempts (delivery_id, status_code, attempt, \
+                             started_at, duration_ms, error_class, error, request_url, \
                              request_headers, response_headers, response_body, node) \
                              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                         )
                         .bind(delivery_id.as_str())
-                        .bind(a.attempt)
-                        .bind(a.started_at)
-                        .bind(a.duration_ms)
-                        .bind(a.status_code)
-                        .bind(a.error_class.as_deref())
-                        .bind(a.error.as_deref())
-                        .bind(a.request_url.as_str())
-                        .bind(a.request_headers.as_str())
-                        .bind(a.response_headers.as_deref())
-                        .bind(a.response_body.as_deref())
-                        .bind(a.node.as_str())
-                        .execute(&mut *conn)
-                        .await?;
+                        .bind(a.status_code);
+                        bind_attempt(q, a).execute(&mut *conn).await?;
                     }
                     done.rows_affected() > 0
                 };
