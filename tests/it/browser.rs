@@ -635,7 +635,12 @@ async fn the_ui_end_to_end_in_chromium() {
 /// re-enables it, and the receiver then gets what it missed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_disabled_banner_re_enables_and_sends_what_was_missed() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    // One delivery in flight per webhook: what it missed then arrives strictly in order
+    // (with more, several are sent at once, as the README says).
+    let app = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.delivery.per_webhook_in_flight = 1;
+    })
+    .await;
     let rx = TestReceiver::start().await;
     rx.script([crate::helpers::Reply::status(410)]);
     app.workspace("acme").await;
