@@ -21,6 +21,12 @@ pub struct EventCursor {
     pub seq: i64,
 }
 
+/// A new event's id and its stored payload.
+pub(super) fn event_row(payload: &EventPayload) -> Result<(String, String), sqlx::Error> {
+    let body = serde_json::to_string(payload).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    Ok((uuid::Uuid::now_v7().to_string(), body))
+}
+
 impl Store {
     /// Writes an event inside `tx`, the transaction of the change it reports, and its
     /// deliveries: one per enabled webhook of the model subscribed to its trigger. Answers
@@ -31,8 +37,7 @@ impl Store {
         model: &ModelRef,
         payload: &EventPayload,
     ) -> Result<usize, sqlx::Error> {
-        let id = uuid::Uuid::now_v7().to_string();
-        let body = serde_json::to_string(payload).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let (id, body) = event_row(payload)?;
         if self.backend == Backend::Postgres {
             // Keep `seq` in commit order: identity values are handed out before commit, so two
             // concurrent writers could otherwise commit 6 before 5 and a reader that had moved

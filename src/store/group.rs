@@ -1,16 +1,32 @@
-//! Group commit for SQLite: one writer task folds the write transactions that arrive while
-//! it is busy into one database transaction and one fsync, answering each caller only when
-//! the commit that holds its change is durable.
+//! Group commit for SQLite: one writer folds the write transactions that arrive while it is
+//! busy into one database transaction and one fsync, answering each caller only when the
+//! commit that holds its change is durable.
 //!
 //! Each job runs inside its own `SAVEPOINT`, so a job that fails (a duplicate version, say) is
 //! rolled back alone and answered with its own error, while the others commit. A failed
 //! `COMMIT` fails every job of the batch: none of them was acknowledged, so nothing
 //! acknowledged is lost. SQLite allows one writer at a time anyway; batching turns N fsyncs
 //! into one.
+//!
+//! Jobs come in two kinds:
+//! - **sync** jobs (the hot writes: version creation, delivery claims, successful attempts)
+//!   run on the writer thread's own `rusqlite` connection, statement after statement without
+//!   leaving the thread: a whole batch costs one hand-off, where `sqlx` would cost a round
+//!   trip to its connection thread per statement;
+//! - **async** jobs (every other write) run on `sqlx`'s one write connection.
+//!
+//! The writer task holds that one `sqlx` write connection while either kind runs, so the two
+//! connections never write at once, and neither does `Store::begin`, which takes the same
+//! connection.
 
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
 use std::pin::Pin;
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
 
+use anyhow::Context;
 use sqlx::{AnyConnection, AnyPool, Executor};
 use tokio::sync::{mpsc, oneshot};
 
@@ -24,21 +40,40 @@ type Finish = Box<dyn FnOnce(Option<&sqlx::Error>) + Send>;
 /// answer its caller once the commit is known.
 type Job = Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> ConnFuture<'c, (bool, Finish)> + Send>;
 
+/// The same, run on the writer thread's `rusqlite` connection.
+type SyncJob = Box<dyn FnOnce(&rusqlite::Connection) -> (bool, Finish) + Send>;
+
+enum Work {
+    Async(Job),
+    Sync(SyncJob),
+}
+
+/// A run of sync jobs for the writer thread, and where to say it is done.
+type SyncBatch = (Vec<SyncJob>, oneshot::Sender<()>);
+
 /// The most jobs folded into one transaction.
 const MAX_BATCH: usize = 256;
 
-/// A handle to the writer task.
+/// A handle to the writer.
 #[derive(Clone)]
 pub struct GroupWriter {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::UnboundedSender<Work>,
 }
 
 impl GroupWriter {
-    /// Starts the writer task on `pool` (SQLite's one-connection write pool).
-    pub fn start(pool: AnyPool) -> GroupWriter {
+    /// Starts the writer task on `pool` (SQLite's one-connection write pool) and the writer
+    /// thread on its own connection to `file`.
+    pub fn start(pool: AnyPool, file: &Path) -> anyhow::Result<GroupWriter> {
+        let conn = open_sync(file)
+            .with_context(|| format!("cannot open SQLite database {}", file.display()))?;
+        let (sync_tx, sync_rx) = std_mpsc::channel::<SyncBatch>();
+        std::thread::Builder::new()
+            .name("berth-writer".into())
+            .spawn(move || writer_thread(&conn, &sync_rx))
+            .context("starting the SQLite writer thread")?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, rx));
-        GroupWriter { jobs: tx }
+        tokio::spawn(run(pool, sync_tx, rx));
+        Ok(GroupWriter { jobs: tx })
     }
 
     /// Runs `work` in the next group transaction; answers once it is committed.
@@ -53,48 +88,105 @@ impl GroupWriter {
         let job: Job = Box::new(move |conn| {
             Box::pin(async move {
                 let result = work(conn).await;
-                let ok = result.is_ok();
-                let finish: Finish = Box::new(move |commit_error| {
-                    let answer = match (result, commit_error) {
-                        (Ok(v), None) => Ok(v),
-                        (Ok(_), Some(e)) => Err(commit_failed(e)),
-                        (Err(e), _) => Err(e),
-                    };
-                    let _ = tx.send(answer);
-                });
-                (ok, finish)
+                (result.is_ok(), answer(result, tx))
             })
         });
-        self.jobs.send(job).map_err(|_| sqlx::Error::PoolClosed)?;
+        self.jobs
+            .send(Work::Async(job))
+            .map_err(|_| sqlx::Error::PoolClosed)?;
         rx.await.map_err(|_| sqlx::Error::PoolClosed)?
     }
+
+    /// Runs `work` on the writer thread's connection in the next group transaction; answers
+    /// once it is committed. `work` must not block on anything but SQLite.
+    pub async fn write_sync<T, F>(&self, work: F) -> Result<T, sqlx::Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T, sqlx::Error> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<T, sqlx::Error>>();
+        let job: SyncJob = Box::new(move |conn| {
+            let result = work(conn);
+            (result.is_ok(), answer(result, tx))
+        });
+        self.jobs
+            .send(Work::Sync(job))
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        rx.await.map_err(|_| sqlx::Error::PoolClosed)?
+    }
+}
+
+/// How to answer a job's caller once its batch's commit is known.
+fn answer<T: Send + 'static>(
+    result: Result<T, sqlx::Error>,
+    tx: oneshot::Sender<Result<T, sqlx::Error>>,
+) -> Finish {
+    Box::new(move |commit_error| {
+        let answer = match (result, commit_error) {
+            (Ok(v), None) => Ok(v),
+            (Ok(_), Some(e)) => Err(commit_failed(e)),
+            (Err(e), _) => Err(e),
+        };
+        let _ = tx.send(answer);
+    })
 }
 
 fn commit_failed(e: &sqlx::Error) -> sqlx::Error {
     sqlx::Error::Io(std::io::Error::other(format!("commit failed: {e}")))
 }
 
-async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn run(
+    pool: AnyPool,
+    sync: std_mpsc::Sender<SyncBatch>,
+    mut rx: mpsc::UnboundedReceiver<Work>,
+) {
     while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
+        let mut work = vec![first];
+        while work.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(j) => jobs.push(j),
+                Ok(j) => work.push(j),
                 Err(_) => break,
             }
         }
+        // Held while either kind of job runs: the one write connection is the write lock.
         let mut conn = match pool.acquire().await {
             Ok(c) => c,
             Err(e) => {
-                fail_all(jobs, &e);
+                fail_all(work, &e);
                 continue;
             }
         };
-        if jobs.len() == 1 {
-            // Alone in its transaction: no savepoint needed, a failure rolls it all back.
-            run_one(&mut conn, jobs).await;
-        } else {
-            run_batch(&mut conn, jobs).await;
+        // Consecutive jobs of one kind share a transaction.
+        let mut work = work.into_iter().peekable();
+        while let Some(next) = work.next() {
+            match next {
+                Work::Sync(job) => {
+                    let mut jobs = vec![job];
+                    while let Some(Work::Sync(job)) = work.next_if(|w| matches!(w, Work::Sync(_))) {
+                        jobs.push(job);
+                    }
+                    let (done, finished) = oneshot::channel();
+                    // A send that fails (the thread is gone) drops the jobs: their callers
+                    // get an error.
+                    if sync.send((jobs, done)).is_ok() {
+                        let _ = finished.await;
+                    }
+                }
+                Work::Async(job) => {
+                    let mut jobs = vec![job];
+                    while let Some(Work::Async(job)) = work.next_if(|w| matches!(w, Work::Async(_)))
+                    {
+                        jobs.push(job);
+                    }
+                    if jobs.len() == 1 {
+                        // Alone in its transaction: no savepoint needed, a failure rolls it
+                        // all back.
+                        run_one(&mut conn, jobs).await;
+                    } else {
+                        run_batch(&mut conn, jobs).await;
+                    }
+                }
+            }
         }
     }
 }
@@ -167,11 +259,168 @@ async fn run_batch(conn: &mut AnyConnection, jobs: Vec<Job>) {
     }
 }
 
-fn fail_all(jobs: Vec<Job>, e: &sqlx::Error) {
+fn fail_all<J>(jobs: Vec<J>, e: &dyn std::fmt::Display) {
     tracing::warn!(error = %e, "the writer cannot reach the database");
     // The jobs never ran; answer each with the error by running nothing. Dropping a job
     // drops its answer channel, which its caller reads as the pool being closed.
     drop(jobs);
+}
+
+/// Opens the writer thread's connection with the same settings as the `sqlx` pools: WAL
+/// with `synchronous=FULL` (a commit that returned is on disk), foreign keys on.
+fn open_sync(file: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(file)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// The writer thread: runs each batch it is handed as one transaction.
+fn writer_thread(conn: &rusqlite::Connection, batches: &std_mpsc::Receiver<SyncBatch>) {
+    for (jobs, done) in batches {
+        if catch_unwind(AssertUnwindSafe(|| run_sync_batch(conn, jobs))).is_err() {
+            // A bug in a job: its batch is rolled back and unanswered (its callers get an
+            // error); the thread goes on serving the next batches.
+            tracing::error!("a write panicked; its batch was rolled back");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }
+        let _ = done.send(());
+    }
+}
+
+fn exec(conn: &rusqlite::Connection, sql: &str) -> Result<(), sqlx::Error> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(drop)
+        .db()
+}
+
+/// Runs a run of sync jobs as one transaction, each in a savepoint when there are several.
+fn run_sync_batch(conn: &rusqlite::Connection, jobs: Vec<SyncJob>) {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        fail_all(jobs, &e);
+        return;
+    }
+    let single = jobs.len() == 1;
+    let mut finishes: Vec<Finish> = Vec::with_capacity(jobs.len());
+    let mut broken: Option<sqlx::Error> = None;
+    for job in jobs {
+        if broken.is_some() {
+            // As in `run_batch`: nothing more runs, nothing is acknowledged.
+            drop(job);
+            continue;
+        }
+        if !single && let Err(e) = exec(conn, "SAVEPOINT berth_job") {
+            broken = Some(e);
+            drop(job);
+            continue;
+        }
+        let (ok, finish) = job(conn);
+        finishes.push(finish);
+        let closed = match (single, ok) {
+            (true, true) => Ok(()),
+            (true, false) => exec(conn, "ROLLBACK"),
+            (false, true) => exec(conn, "RELEASE berth_job"),
+            (false, false) => {
+                exec(conn, "ROLLBACK TO berth_job").and_then(|()| exec(conn, "RELEASE berth_job"))
+            }
+        };
+        if let Err(e) = closed {
+            broken = Some(e);
+        }
+    }
+    if broken.is_none() && !conn.is_autocommit() {
+        // (A lone job that failed was rolled back above.)
+        if let Err(e) = exec(conn, "COMMIT") {
+            broken = Some(e);
+        }
+    }
+    match broken {
+        None => finishes.into_iter().for_each(|f| f(None)),
+        Some(e) => {
+            tracing::error!(error = %e, "group commit failed");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            finishes.into_iter().for_each(|f| f(Some(&e)));
+        }
+    }
+}
+
+/// An error of the writer thread's SQLite connection, in the shape `sqlx` gives its own (the
+/// extended result code as the code, the same kinds), so callers handle both alike.
+#[derive(Debug)]
+struct SqliteError {
+    code: i32,
+    message: String,
+}
+
+impl std::fmt::Display for SqliteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "(code: {}) {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for SqliteError {}
+
+impl sqlx::error::DatabaseError for SqliteError {
+    fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+        Some(self.code.to_string().into())
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        use rusqlite::ffi;
+        use sqlx::error::ErrorKind;
+        match self.code {
+            ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                ErrorKind::UniqueViolation
+            }
+            ffi::SQLITE_CONSTRAINT_FOREIGNKEY => ErrorKind::ForeignKeyViolation,
+            ffi::SQLITE_CONSTRAINT_NOTNULL => ErrorKind::NotNullViolation,
+            ffi::SQLITE_CONSTRAINT_CHECK => ErrorKind::CheckViolation,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
+/// `rusqlite` results as `sqlx` results (the store's error type).
+pub trait Db<T> {
+    fn db(self) -> Result<T, sqlx::Error>;
+}
+
+impl<T> Db<T> for rusqlite::Result<T> {
+    fn db(self) -> Result<T, sqlx::Error> {
+        self.map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, message) => {
+                sqlx::Error::Database(Box::new(SqliteError {
+                    code: f.extended_code,
+                    message: message.unwrap_or_else(|| f.to_string()),
+                }))
+            }
+            other => sqlx::Error::Decode(Box::new(other)),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -211,12 +460,14 @@ mod tests {
         }
     }
 
-    /// Jobs queued while the writer is busy form one batch; the failing one in the middle
-    /// (a duplicate key) is answered with its error and leaves no trace, the others commit.
+    /// Jobs queued while the writer is busy form one batch, sync and async jobs mixed; the
+    /// failing ones (duplicate keys, one in a run of each kind) are answered with their error
+    /// and leave no trace, the others commit. The unique violation from `rusqlite` reads as
+    /// `sqlx`'s does.
     #[tokio::test]
-    async fn a_batch_commits_the_good_jobs_and_refuses_the_bad_one_alone() {
-        let (_dir, pool) = pool().await;
-        let writer = GroupWriter::start(pool.clone());
+    async fn a_batch_commits_the_good_jobs_and_refuses_the_bad_ones_alone() {
+        let (dir, pool) = pool().await;
+        let writer = GroupWriter::start(pool.clone(), &dir.path().join("g.db")).expect("start");
         let (release, hold) = oneshot::channel::<()>();
         let first = tokio::spawn({
             let writer = writer.clone();
@@ -235,11 +486,25 @@ mod tests {
             }
         });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        // Queued behind the held job: 2, a duplicate of 2, 3 and 4 run as one batch.
+        // Queued behind the held job, they run as one batch: a sync run (2, 3, 3), an async
+        // run (2, 4), a sync run (5).
         let mut rest = Vec::new();
-        for v in [2, 2, 3, 4] {
+        for (v, sync) in [
+            (2, true),
+            (3, true),
+            (3, true),
+            (2, false),
+            (4, false),
+            (5, true),
+        ] {
             let writer = writer.clone();
-            rest.push(tokio::spawn(async move { writer.write(insert(v)).await }));
+            rest.push(tokio::spawn(async move {
+                if sync {
+                    writer.write_sync(move |conn| insert_sync(conn, v)).await
+                } else {
+                    writer.write(insert(v)).await
+                }
+            }));
             tokio::task::yield_now().await;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -257,7 +522,7 @@ mod tests {
             }
         }
         ok.sort_unstable();
-        assert_eq!((ok, failed), (vec![2, 3, 4], 1));
+        assert_eq!((ok, failed), (vec![2, 3, 4, 5], 2));
         let rows: Vec<i64> = sqlx::query("SELECT v FROM t ORDER BY v")
             .fetch_all(&pool)
             .await
@@ -265,7 +530,40 @@ mod tests {
             .iter()
             .map(|r| r.get::<i64, _>("v"))
             .collect();
-        assert_eq!(rows, vec![1, 2, 3, 4]);
+        assert_eq!(rows, vec![1, 2, 3, 4, 5]);
+    }
+
+    /// A sync job alone in its transaction: committed when it succeeds, rolled back whole
+    /// when it fails after writing.
+    #[tokio::test]
+    async fn a_lone_sync_job_commits_or_rolls_back_whole() {
+        let (dir, pool) = pool().await;
+        let writer = GroupWriter::start(pool.clone(), &dir.path().join("g.db")).expect("start");
+        assert_eq!(
+            writer.write_sync(|c| insert_sync(c, 7)).await.expect("7"),
+            7
+        );
+        let err = writer
+            .write_sync(|c| {
+                insert_sync(c, 8)?;
+                insert_sync(c, 7)
+            })
+            .await
+            .expect_err("duplicate");
+        assert!(is_unique(&err), "{err}");
+        let rows: Vec<i64> = sqlx::query("SELECT v FROM t ORDER BY v")
+            .fetch_all(&pool)
+            .await
+            .expect("select")
+            .iter()
+            .map(|r| r.get::<i64, _>("v"))
+            .collect();
+        assert_eq!(rows, vec![7]);
+    }
+
+    fn insert_sync(conn: &rusqlite::Connection, v: i64) -> Result<i64, sqlx::Error> {
+        conn.execute("INSERT INTO t (v) VALUES (?1)", [v]).db()?;
+        Ok(v)
     }
 
     fn is_unique(e: &sqlx::Error) -> bool {

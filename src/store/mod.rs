@@ -20,6 +20,7 @@ macro_rules! locked {
 
 mod audit;
 mod events;
+mod fast;
 mod group;
 mod models;
 mod users;
@@ -117,7 +118,7 @@ impl Store {
             .with_context(|| format!("cannot open SQLite database {}", file.display()))?;
         Ok(Store {
             read,
-            group: Some(group::GroupWriter::start(write.clone())),
+            group: Some(group::GroupWriter::start(write.clone(), &file)?),
             write,
             backend: Backend::Sqlite,
             wake: Arc::new(Notify::new()),

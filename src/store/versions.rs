@@ -97,12 +97,12 @@ fn request_from_row(row: &sqlx::any::AnyRow) -> Result<StatusRequest, sqlx::Erro
     })
 }
 
-fn encode_tags(tags: &[String]) -> Result<String, sqlx::Error> {
+pub(super) fn encode_tags(tags: &[String]) -> Result<String, sqlx::Error> {
     serde_json::to_string(tags).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
 /// The ten-field payload of an event about `v`.
-fn payload(
+pub(super) fn payload(
     model: &ModelRef,
     trigger: EventTrigger,
     v: &Version,
@@ -137,6 +137,16 @@ impl Store {
         new: &NewVersion,
     ) -> Result<Version, sqlx::Error> {
         let (store, model, new) = (self.clone(), model.clone(), new.clone());
+        if let Some(writer) = &self.group {
+            // SQLite: on the writer thread, with no round trip per statement.
+            let (version, deliveries) = writer
+                .write_sync(move |conn| super::fast::create_version(conn, &model, &new))
+                .await?;
+            if deliveries > 0 {
+                self.wake_worker();
+            }
+            return Ok(version);
+        }
         let (version, deliveries) = self
             .write_tx(move |conn| {
                 Box::pin(async move {

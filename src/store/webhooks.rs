@@ -235,6 +235,17 @@ async fn disable(
     Ok(disabled)
 }
 
+/// True when a webhook's stored trigger list (a JSON array) holds `trigger`.
+pub(super) fn subscribed(triggers: &str, trigger: &str) -> Result<bool, sqlx::Error> {
+    let triggers: Vec<String> = serde_json::from_str(triggers).map_err(json_err)?;
+    Ok(triggers.iter().any(|t| t == trigger))
+}
+
+/// A new delivery's id: also its `webhook-id`, the same for every attempt.
+pub(super) fn new_delivery_id() -> String {
+    format!("msg_{}", uuid::Uuid::now_v7().simple())
+}
+
 fn encode<T: serde::Serialize>(v: &T) -> Result<String, sqlx::Error> {
     serde_json::to_string(v).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
@@ -524,9 +535,7 @@ impl Store {
                 .await?;
         let mut targets = Vec::with_capacity(rows.len());
         for row in &rows {
-            let triggers: String = row.try_get("triggers")?;
-            let triggers: Vec<String> = serde_json::from_str(&triggers).map_err(json_err)?;
-            if triggers.iter().any(|t| t == trigger) {
+            if subscribed(&row.try_get::<String, _>("triggers")?, trigger)? {
                 targets.push(row.try_get::<String, _>("id")?);
             }
         }
@@ -552,9 +561,7 @@ impl Store {
                 .bind(trigger)
                 .bind(now);
             for webhook_id in chunk {
-                q = q
-                    .bind(format!("msg_{}", uuid::Uuid::now_v7().simple()))
-                    .bind(webhook_id.as_str());
+                q = q.bind(new_delivery_id()).bind(webhook_id.as_str());
             }
             q.execute(&mut *tx).await?;
         }
@@ -583,79 +590,15 @@ impl Store {
                 .claim_postgres(node, now, lease_until, limit, per_webhook)
                 .await;
         }
-        // SQLite. Per webhook, never across all of them: a dead receiver's backlog cannot
-        // crowd the healthy webhooks out of a claim. First the webhooks with due work and free slots,
-        // oldest due first; then, for each, its oldest due deliveries up to its free slots.
-        let webhooks = sqlx::query(
-            "SELECT w.id, \
-             (SELECT COUNT(*) FROM deliveries x WHERE x.webhook_id = w.id \
-              AND x.state = 'pending' AND x.locked_until > $1) AS inflight, \
-             (SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.webhook_id = w.id \
-              AND d.state = 'pending') AS oldest \
-             FROM webhooks w WHERE w.enabled = 1 AND EXISTS ( \
-               SELECT 1 FROM deliveries d WHERE d.webhook_id = w.id AND d.state = 'pending' \
-               AND d.next_attempt_at <= $1 AND (d.locked_until IS NULL OR d.locked_until <= $1)) \
-             ORDER BY oldest",
-        )
-        .bind(now)
-        .fetch_all(&self.read)
-        .await?;
-        let mut candidates: Vec<String> = Vec::new();
-        for w in &webhooks {
-            let room = limit - i64::try_from(candidates.len()).unwrap_or(i64::MAX);
-            if room <= 0 {
-                break;
-            }
-            let inflight: i64 = w.try_get("inflight")?;
-            let free = (per_webhook - inflight).min(room);
-            if free <= 0 {
-                continue;
-            }
-            let webhook_id: String = w.try_get("id")?;
-            let rows = sqlx::query(
-                "SELECT id FROM deliveries WHERE webhook_id = $1 AND state = 'pending' \
-                 AND next_attempt_at <= $2 AND (locked_until IS NULL OR locked_until <= $2) \
-                 ORDER BY next_attempt_at, id LIMIT $3",
-            )
-            .bind(webhook_id)
-            .bind(now)
-            .bind(free)
-            .fetch_all(&self.read)
-            .await?;
-            for r in &rows {
-                candidates.push(r.try_get("id")?);
-            }
-        }
-        if candidates.is_empty() {
-            // Nothing due: no write transaction at all.
-            return Ok(Vec::new());
-        }
-        // The candidates were found without a lock; the lease re-checks each one, so a
-        // delivery another claimer took meanwhile is simply not won.
-        // One statement leases the whole batch (ids bound as $4, $5, …).
-        let list = (0..candidates.len())
-            .map(|i| format!("${}", i + 4))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let lease_sql = format!(
-            "UPDATE deliveries SET locked_until = $1, locked_by = $2 WHERE id IN ({list}) \
-             AND state = 'pending' AND (locked_until IS NULL OR locked_until <= $3) \
-             RETURNING id"
-        );
-        let node_name = node.to_owned();
-        let won: Vec<String> = self
-            .write_tx(move |conn| {
-                Box::pin(async move {
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(lease_sql))
-                        .bind(lease_until)
-                        .bind(node_name)
-                        .bind(now);
-                    for id in candidates {
-                        q = q.bind(id);
-                    }
-                    let rows = q.fetch_all(&mut *conn).await?;
-                    rows.iter().map(|r| r.try_get("id")).collect()
-                })
+        // SQLite: found and leased in one write transaction on the writer thread (see
+        // `fast::lease_due`), then loaded by a reader.
+        let Some(writer) = &self.group else {
+            return Err(sqlx::Error::Protocol("SQLite without its writer".into()));
+        };
+        let node = node.to_owned();
+        let won = writer
+            .write_sync(move |conn| {
+                super::fast::lease_due(conn, &node, now, lease_until, limit, per_webhook)
             })
             .await?;
         self.load_claimed(won).await
@@ -753,6 +696,17 @@ impl Store {
             webhook_id.to_owned(),
             result.clone(),
         );
+        if let Some(writer) = &self.group
+            && result.attempt.error_class.is_none()
+        {
+            // SQLite, a success (the common case): on the writer thread, with no round trip
+            // per statement. A failure may disable the webhook and audit it: the path below.
+            return writer
+                .write_sync(move |conn| {
+                    super::fast::record_success(conn, &delivery_id, &webhook_id, &result)
+                })
+                .await;
+        }
         let store = self.clone();
         self.write_tx(move |conn| {
             Box::pin(async move {
@@ -1148,7 +1102,7 @@ impl Store {
                      state, next_attempt_at, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $6)",
                 )
-                .bind(format!("msg_{}", uuid::Uuid::now_v7().simple()))
+                .bind(new_delivery_id())
                 .bind(id)
                 .bind(seq)
                 .bind(event_id)

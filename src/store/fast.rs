@@ -1,0 +1,248 @@
+//! SQLite's hot writes, run on the group writer's thread (see `group.rs`): creating a version
+//! with its event and deliveries, leasing due deliveries, and recording a successful attempt.
+//! Each runs statement after statement on the thread's `rusqlite` connection, with no round
+//! trip between them; PostgreSQL runs the `sqlx` versions beside them in `versions.rs` and
+//! `webhooks.rs`. The SQL is the same, with SQLite's `?N` placeholders.
+
+use rusqlite::{Connection, params};
+
+use super::events::event_row;
+use super::group::Db;
+use super::versions::{Version, encode_tags, payload};
+use super::webhooks::{AttemptResult, new_delivery_id, subscribed};
+use super::{ModelRef, NewVersion, now_micros};
+use crate::domain::{EventPayload, EventTrigger};
+
+/// Inserts version `new` of `model` and its MODEL_VERSION_CREATED event (with deliveries);
+/// answers the version and how many deliveries were written. A duplicate number is a
+/// unique violation.
+pub(super) fn create_version(
+    conn: &Connection,
+    model: &ModelRef,
+    new: &NewVersion,
+) -> Result<(Version, usize), sqlx::Error> {
+    let now = now_micros();
+    let tags: Vec<String> = new.tags.iter().map(|t| t.as_str().to_owned()).collect();
+    let sort_key = new.version.sort_key();
+    let tags_json = encode_tags(&tags)?;
+    conn.prepare_cached(
+        "INSERT INTO model_versions (model_id, version, sort_key, tags, status, \
+         source_experiment_key, description, created_by, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            model.model_id,
+            new.version.as_str(),
+            sort_key,
+            tags_json,
+            new.status.as_deref(),
+            new.source_experiment_key.as_deref(),
+            new.description.as_str(),
+            new.created_by.as_str(),
+            now,
+        ])
+    })
+    .db()?;
+    // Every column is what was just bound, but the id.
+    let version = Version {
+        id: conn.last_insert_rowid(),
+        version: new.version.as_str().to_owned(),
+        sort_key,
+        tags,
+        status: new.status.clone(),
+        source_experiment_key: new.source_experiment_key.clone(),
+        description: new.description.clone(),
+        created_by: new.created_by.clone(),
+        created_at: now,
+        updated_at: now,
+    };
+    let event = payload(
+        model,
+        EventTrigger::ModelVersionCreated,
+        &version,
+        vec![],
+        None,
+    );
+    let deliveries = insert_event(conn, model, &event)?;
+    Ok((version, deliveries))
+}
+
+/// Writes an event and its deliveries (one per enabled webhook of the model subscribed to
+/// its trigger); answers how many deliveries it wrote. As `Store::insert_event`.
+fn insert_event(
+    conn: &Connection,
+    model: &ModelRef,
+    payload: &EventPayload,
+) -> Result<usize, sqlx::Error> {
+    let (id, body) = event_row(payload)?;
+    let now = now_micros();
+    let trigger = payload.event_trigger.as_str();
+    let seq: i64 = conn
+        .prepare_cached(
+            "INSERT INTO events (id, workspace_id, model_id, event_trigger, payload, \
+             occurred_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING seq",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![id, model.workspace_id, model.model_id, trigger, body, now],
+                |r| r.get(0),
+            )
+        })
+        .db()?;
+    let webhooks: Vec<(String, String)> = conn
+        .prepare_cached("SELECT id, triggers FROM webhooks WHERE model_id = ?1 AND enabled = 1")
+        .and_then(|mut s| {
+            s.query_map([model.model_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+        .db()?;
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO deliveries (id, webhook_id, event_seq, event_id, event_trigger, \
+             state, next_attempt_at, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?6)",
+        )
+        .db()?;
+    let mut n = 0;
+    for (webhook_id, triggers) in &webhooks {
+        if subscribed(triggers, trigger)? {
+            insert
+                .execute(params![
+                    new_delivery_id(),
+                    webhook_id,
+                    seq,
+                    id,
+                    trigger,
+                    now
+                ])
+                .db()?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Leases up to `limit` due deliveries to `node` until `lease_until`, at most `per_webhook`
+/// in flight per webhook; answers their ids. Per webhook, never across all of them: a dead
+/// receiver's backlog cannot crowd the healthy webhooks out of a claim. First the webhooks
+/// with due work and free slots, oldest due first; then, for each, its oldest due
+/// deliveries up to its free slots. Inside the write transaction, so nobody else can take
+/// them between the read and the lease.
+pub(super) fn lease_due(
+    conn: &Connection,
+    node: &str,
+    now: i64,
+    lease_until: i64,
+    limit: i64,
+    per_webhook: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    let webhooks: Vec<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT w.id, \
+             (SELECT COUNT(*) FROM deliveries x WHERE x.webhook_id = w.id \
+              AND x.state = 'pending' AND x.locked_until > ?1) AS inflight, \
+             (SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.webhook_id = w.id \
+              AND d.state = 'pending') AS oldest \
+             FROM webhooks w WHERE w.enabled = 1 AND EXISTS ( \
+               SELECT 1 FROM deliveries d WHERE d.webhook_id = w.id AND d.state = 'pending' \
+               AND d.next_attempt_at <= ?1 AND (d.locked_until IS NULL OR d.locked_until <= ?1)) \
+             ORDER BY oldest",
+        )
+        .and_then(|mut s| {
+            s.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+        .db()?;
+    let mut due = conn
+        .prepare_cached(
+            "SELECT id FROM deliveries WHERE webhook_id = ?1 AND state = 'pending' \
+             AND next_attempt_at <= ?2 AND (locked_until IS NULL OR locked_until <= ?2) \
+             ORDER BY next_attempt_at, id LIMIT ?3",
+        )
+        .db()?;
+    let mut lease = conn
+        .prepare_cached("UPDATE deliveries SET locked_until = ?1, locked_by = ?2 WHERE id = ?3")
+        .db()?;
+    let mut won: Vec<String> = Vec::new();
+    for (webhook_id, inflight) in webhooks {
+        let room = limit - i64::try_from(won.len()).unwrap_or(i64::MAX);
+        if room <= 0 {
+            break;
+        }
+        let free = (per_webhook - inflight).min(room);
+        if free <= 0 {
+            continue;
+        }
+        let ids: Vec<String> = due
+            .query_map(params![webhook_id, now, free], |r| r.get(0))
+            .and_then(Iterator::collect)
+            .db()?;
+        for id in ids {
+            lease.execute(params![lease_until, node, id]).db()?;
+            won.push(id);
+        }
+    }
+    Ok(won)
+}
+
+/// Records a successful attempt and the delivery's new state, releasing the lease, and ends
+/// the webhook's run of failures if it had one. Answers false when the delivery is gone (its
+/// webhook was deleted meanwhile). As `Store::record_attempt`, for a success.
+pub(super) fn record_success(
+    conn: &Connection,
+    delivery_id: &str,
+    webhook_id: &str,
+    result: &AttemptResult,
+) -> Result<bool, sqlx::Error> {
+    let a = &result.attempt;
+    let updated = conn
+        .prepare_cached(
+            "UPDATE deliveries SET attempt_count = attempt_count + 1, state = ?2, \
+             next_attempt_at = ?3, locked_until = NULL, locked_by = NULL, \
+             last_status_code = ?4, updated_at = ?5 WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                delivery_id,
+                result.state,
+                result.next_attempt_at,
+                a.status_code,
+                now_micros(),
+            ])
+        })
+        .db()?;
+    if updated == 0 {
+        return Ok(false);
+    }
+    conn.prepare_cached(
+        "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, \
+         status_code, error_class, error, request_url, request_headers, response_headers, \
+         response_body, node) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            delivery_id,
+            a.attempt,
+            a.started_at,
+            a.duration_ms,
+            a.status_code,
+            a.error_class,
+            a.error,
+            a.request_url,
+            a.request_headers,
+            a.response_headers,
+            a.response_body,
+            a.node,
+        ])
+    })
+    .db()?;
+    if result.webhook_was_failing {
+        conn.prepare_cached(
+            "UPDATE webhooks SET failing_since = NULL WHERE id = ?1 AND failing_since IS NOT NULL",
+        )
+        .and_then(|mut s| s.execute([webhook_id]))
+        .db()?;
+    }
+    Ok(true)
+}
