@@ -15,9 +15,9 @@
 //!   trip to its connection thread per statement;
 //! - **async** jobs (every other write) run on `sqlx`'s one write connection.
 //!
-//! The writer task holds that one `sqlx` write connection while either kind runs, so the two
-//! connections never write at once, and neither does `Store::begin`, which takes the same
-//! connection.
+//! Sync jobs go straight to the writer thread, async jobs to a writer task. Each holds the
+//! one `sqlx` write connection while its transaction runs, so the two connections never
+//! write at once, and neither does `Store::begin`, which takes the same connection.
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -43,21 +43,14 @@ type Job = Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> ConnFuture<'c, (bool
 /// The same, run on the writer thread's `rusqlite` connection.
 type SyncJob = Box<dyn FnOnce(&rusqlite::Connection) -> (bool, Finish) + Send>;
 
-enum Work {
-    Async(Job),
-    Sync(SyncJob),
-}
-
-/// A run of sync jobs for the writer thread, and where to say it is done.
-type SyncBatch = (Vec<SyncJob>, oneshot::Sender<()>);
-
 /// The most jobs folded into one transaction.
 const MAX_BATCH: usize = 256;
 
 /// A handle to the writer.
 #[derive(Clone)]
 pub struct GroupWriter {
-    jobs: mpsc::UnboundedSender<Work>,
+    jobs: mpsc::UnboundedSender<Job>,
+    sync: std_mpsc::Sender<SyncJob>,
 }
 
 impl GroupWriter {
@@ -66,14 +59,16 @@ impl GroupWriter {
     pub fn start(pool: AnyPool, file: &Path) -> anyhow::Result<GroupWriter> {
         let conn = open_sync(file)
             .with_context(|| format!("cannot open SQLite database {}", file.display()))?;
-        let (sync_tx, sync_rx) = std_mpsc::channel::<SyncBatch>();
+        let (sync, sync_rx) = std_mpsc::channel::<SyncJob>();
+        let runtime = tokio::runtime::Handle::current();
+        let lock = pool.clone();
         std::thread::Builder::new()
             .name("berth-writer".into())
-            .spawn(move || writer_thread(&conn, &sync_rx))
+            .spawn(move || writer_thread(&conn, &sync_rx, &lock, &runtime))
             .context("starting the SQLite writer thread")?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, sync_tx, rx));
-        Ok(GroupWriter { jobs: tx })
+        let (jobs, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(pool, rx));
+        Ok(GroupWriter { jobs, sync })
     }
 
     /// Runs `work` in the next group transaction; answers once it is committed.
@@ -91,9 +86,7 @@ impl GroupWriter {
                 (result.is_ok(), answer(result, tx))
             })
         });
-        self.jobs
-            .send(Work::Async(job))
-            .map_err(|_| sqlx::Error::PoolClosed)?;
+        self.jobs.send(job).map_err(|_| sqlx::Error::PoolClosed)?;
         rx.await.map_err(|_| sqlx::Error::PoolClosed)?
     }
 
@@ -109,9 +102,7 @@ impl GroupWriter {
             let result = work(conn);
             (result.is_ok(), answer(result, tx))
         });
-        self.jobs
-            .send(Work::Sync(job))
-            .map_err(|_| sqlx::Error::PoolClosed)?;
+        self.sync.send(job).map_err(|_| sqlx::Error::PoolClosed)?;
         rx.await.map_err(|_| sqlx::Error::PoolClosed)?
     }
 }
@@ -135,58 +126,27 @@ fn commit_failed(e: &sqlx::Error) -> sqlx::Error {
     sqlx::Error::Io(std::io::Error::other(format!("commit failed: {e}")))
 }
 
-async fn run(
-    pool: AnyPool,
-    sync: std_mpsc::Sender<SyncBatch>,
-    mut rx: mpsc::UnboundedReceiver<Work>,
-) {
+async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = rx.recv().await {
-        let mut work = vec![first];
-        while work.len() < MAX_BATCH {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(j) => work.push(j),
+                Ok(j) => jobs.push(j),
                 Err(_) => break,
             }
         }
-        // Held while either kind of job runs: the one write connection is the write lock.
         let mut conn = match pool.acquire().await {
             Ok(c) => c,
             Err(e) => {
-                fail_all(work, &e);
+                fail_all(jobs, &e);
                 continue;
             }
         };
-        // Consecutive jobs of one kind share a transaction.
-        let mut work = work.into_iter().peekable();
-        while let Some(next) = work.next() {
-            match next {
-                Work::Sync(job) => {
-                    let mut jobs = vec![job];
-                    while let Some(Work::Sync(job)) = work.next_if(|w| matches!(w, Work::Sync(_))) {
-                        jobs.push(job);
-                    }
-                    let (done, finished) = oneshot::channel();
-                    // A send that fails (the thread is gone) drops the jobs: their callers
-                    // get an error.
-                    if sync.send((jobs, done)).is_ok() {
-                        let _ = finished.await;
-                    }
-                }
-                Work::Async(job) => {
-                    let mut jobs = vec![job];
-                    while let Some(Work::Async(job)) = work.next_if(|w| matches!(w, Work::Async(_)))
-                    {
-                        jobs.push(job);
-                    }
-                    if jobs.len() == 1 {
-                        // Alone in its transaction: no savepoint needed, a failure rolls it
-                        // all back.
-                        run_one(&mut conn, jobs).await;
-                    } else {
-                        run_batch(&mut conn, jobs).await;
-                    }
-                }
-            }
+        if jobs.len() == 1 {
+            // Alone in its transaction: no savepoint needed, a failure rolls it all back.
+            run_one(&mut conn, jobs).await;
+        } else {
+            run_batch(&mut conn, jobs).await;
         }
     }
 }
@@ -278,10 +238,35 @@ fn open_sync(file: &Path) -> rusqlite::Result<rusqlite::Connection> {
     Ok(conn)
 }
 
-/// The writer thread: runs each batch it is handed as one transaction.
-fn writer_thread(conn: &rusqlite::Connection, batches: &std_mpsc::Receiver<SyncBatch>) {
-    for (jobs, done) in batches {
-        if catch_unwind(AssertUnwindSafe(|| run_sync_batch(conn, jobs))).is_err() {
+/// The writer thread: folds the jobs that arrived while it was busy into one transaction,
+/// holding the `sqlx` write connection (the write lock) meanwhile.
+fn writer_thread(
+    conn: &rusqlite::Connection,
+    jobs: &std_mpsc::Receiver<SyncJob>,
+    lock: &AnyPool,
+    runtime: &tokio::runtime::Handle,
+) {
+    // The pool's connection is taken and given back through the runtime.
+    let _runtime = runtime.enter();
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        let held = match catch_unwind(AssertUnwindSafe(|| runtime.block_on(lock.acquire()))) {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                fail_all(batch, &e);
+                continue;
+            }
+            // The runtime is shutting down: nobody is left to answer.
+            Err(_) => return,
+        };
+        // What arrived while the lock was awaited joins the batch.
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        if catch_unwind(AssertUnwindSafe(|| run_sync_batch(conn, batch))).is_err() {
             // A bug in a job: its batch is rolled back and unanswered (its callers get an
             // error); the thread goes on serving the next batches.
             tracing::error!("a write panicked; its batch was rolled back");
@@ -289,7 +274,7 @@ fn writer_thread(conn: &rusqlite::Connection, batches: &std_mpsc::Receiver<SyncB
                 let _ = conn.execute_batch("ROLLBACK");
             }
         }
-        let _ = done.send(());
+        drop(held);
     }
 }
 

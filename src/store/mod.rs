@@ -73,6 +73,9 @@ pub struct Store {
     wake: Arc<Notify>,
     /// SQLite's group-commit writer (see `group.rs`); `None` on PostgreSQL.
     group: Option<group::GroupWriter>,
+    /// SQLite's synchronous readers for the hottest read (see `fast.rs`); `None` on
+    /// PostgreSQL.
+    readers: Option<Arc<fast::Readers>>,
 }
 
 /// A model and the workspace it lives in: what an event payload needs to name them.
@@ -119,6 +122,7 @@ impl Store {
         Ok(Store {
             read,
             group: Some(group::GroupWriter::start(write.clone(), &file)?),
+            readers: Some(Arc::new(fast::Readers::new(file.clone()))),
             write,
             backend: Backend::Sqlite,
             wake: Arc::new(Notify::new()),
@@ -147,6 +151,7 @@ impl Store {
             backend: Backend::Postgres,
             wake: Arc::new(Notify::new()),
             group: None,
+            readers: None,
         })
     }
 

@@ -252,61 +252,92 @@ pub struct ModelScopeRow {
     pub model: Option<(i64, String)>,
 }
 
+/// The columns of the model-scope read, as both backends fetch them.
+pub(super) struct ScopeColumns {
+    pub user_id: i64,
+    pub username: String,
+    pub server_admin: i64,
+    pub token_id: String,
+    pub ws_id: Option<i64>,
+    pub ws_name: Option<String>,
+    pub role: Option<String>,
+    pub model_id: Option<i64>,
+    pub model_name: Option<String>,
+}
+
+/// The model-scope read: `$1` the token hash, `$2` the workspace name, `$3` the model name.
+pub(super) const SCOPE_SQL: &str = "SELECT u.id AS user_id, u.username, u.server_admin, \
+     t.id AS token_id, w.id AS ws_id, w.name AS ws_name, ms.role, md.id AS model_id, \
+     md.name AS model_name \
+     FROM api_tokens t JOIN users u ON u.id = t.user_id \
+     LEFT JOIN workspaces w ON w.name = $2 \
+     LEFT JOIN memberships ms ON ms.workspace_id = w.id AND ms.user_id = u.id \
+     LEFT JOIN models md ON md.workspace_id = w.id AND md.name = $3 \
+     WHERE t.token_hash = $1 AND t.revoked_at IS NULL";
+
+impl ScopeColumns {
+    fn into_scope(self) -> ModelScopeRow {
+        let caller = Caller {
+            user_id: self.user_id,
+            username: self.username,
+            server_admin: self.server_admin != 0,
+            token_id: self.token_id,
+        };
+        let role = match (self.ws_id, self.role, caller.server_admin) {
+            (None, _, _) | (Some(_), None, false) => None,
+            (Some(_), _, true) => Some(Role::Admin),
+            (Some(_), Some(r), false) => Some(role_of(&r)),
+        };
+        let workspace = match (self.ws_id, self.ws_name, role) {
+            (Some(id), Some(name), Some(role)) => Some(WorkspaceAccess { id, name, role }),
+            _ => None,
+        };
+        let model = match (&workspace, self.model_id, self.model_name) {
+            (Some(_), Some(id), Some(name)) => Some((id, name)),
+            _ => None,
+        };
+        ModelScopeRow {
+            caller,
+            workspace,
+            model,
+        }
+    }
+}
+
 impl Store {
     /// The caller of `token_hash`, their access to workspace `ws` and the model `model` in it,
     /// in one read: the same answers as [`Store::authenticate`], [`Store::workspace_access`]
     /// and [`Store::model_id`] in turn, for a third of the round trips (the hot path of
-    /// every model-scoped request). `None` when the token is unknown or revoked.
+    /// every model-scoped request). `None` when the token is unknown or revoked. On SQLite
+    /// the read runs on the calling thread (see `fast::Readers`).
     pub async fn model_scope(
         &self,
         token_hash: &str,
         ws: &str,
         model: &str,
     ) -> Result<Option<ModelScopeRow>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT u.id AS user_id, u.username, u.server_admin, t.id AS token_id, \
-             w.id AS ws_id, w.name AS ws_name, ms.role, md.id AS model_id, md.name AS model_name \
-             FROM api_tokens t JOIN users u ON u.id = t.user_id \
-             LEFT JOIN workspaces w ON w.name = $2 \
-             LEFT JOIN memberships ms ON ms.workspace_id = w.id AND ms.user_id = u.id \
-             LEFT JOIN models md ON md.workspace_id = w.id AND md.name = $3 \
-             WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
-        )
-        .bind(token_hash)
-        .bind(ws)
-        .bind(model)
-        .fetch_optional(&self.read)
-        .await?;
+        if let Some(readers) = &self.readers {
+            let columns = readers.read(|conn| super::fast::scope(conn, token_hash, ws, model))?;
+            return Ok(columns.map(ScopeColumns::into_scope));
+        }
+        let row = sqlx::query(SCOPE_SQL)
+            .bind(token_hash)
+            .bind(ws)
+            .bind(model)
+            .fetch_optional(&self.read)
+            .await?;
         let Some(row) = row else { return Ok(None) };
-        let caller = Caller {
+        let columns = ScopeColumns {
             user_id: row.try_get("user_id")?,
             username: row.try_get("username")?,
-            server_admin: row.try_get::<i64, _>("server_admin")? != 0,
+            server_admin: row.try_get("server_admin")?,
             token_id: row.try_get("token_id")?,
+            ws_id: row.try_get("ws_id")?,
+            ws_name: row.try_get("ws_name")?,
+            role: row.try_get("role")?,
+            model_id: row.try_get("model_id")?,
+            model_name: row.try_get("model_name")?,
         };
-        let ws_id: Option<i64> = row.try_get("ws_id")?;
-        let role: Option<String> = row.try_get("role")?;
-        let role = match (ws_id, role, caller.server_admin) {
-            (None, _, _) | (Some(_), None, false) => None,
-            (Some(_), _, true) => Some(Role::Admin),
-            (Some(_), Some(r), false) => Some(role_of(&r)),
-        };
-        let workspace = match (ws_id, role) {
-            (Some(id), Some(role)) => Some(WorkspaceAccess {
-                id,
-                name: row.try_get("ws_name")?,
-                role,
-            }),
-            _ => None,
-        };
-        let model = match (&workspace, row.try_get::<Option<i64>, _>("model_id")?) {
-            (Some(_), Some(id)) => Some((id, row.try_get("model_name")?)),
-            _ => None,
-        };
-        Ok(Some(ModelScopeRow {
-            caller,
-            workspace,
-            model,
-        }))
+        Ok(Some(columns.into_scope()))
     }
 }
