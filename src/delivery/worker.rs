@@ -7,6 +7,7 @@
 //! `webhook-id`: delivery is at least once.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
@@ -17,8 +18,14 @@ use super::metrics::Metrics;
 use super::schedule::RetrySchedule;
 use crate::domain::EventPayload;
 use crate::store::{
-    AttemptRecord, AttemptResult, ClaimedDelivery, Store, WebhookRecord, now_micros,
+    AttemptRecord, AttemptResult, ClaimedDelivery, NextLease, Store, WebhookRecord, now_micros,
 };
+
+/// Most deliveries one slot sends in a row for its webhook (each leased when the previous
+/// one's success is recorded) before it goes back to the claim, which serves the webhooks
+/// oldest due first: chaining saves a claim per delivery without letting busy webhooks keep
+/// the slots from the others.
+const CHAIN_MAX: usize = 16;
 
 /// How the worker behaves.
 #[derive(Debug, Clone)]
@@ -54,6 +61,8 @@ struct Inner {
     /// Turns true when the shutdown grace is over: attempts still sending give up, unrecorded,
     /// and their deliveries go back to the queue with the released leases.
     abort: watch::Sender<bool>,
+    /// Turns true when shutdown begins: no more chained leases.
+    stopping: AtomicBool,
 }
 
 impl Worker {
@@ -74,6 +83,7 @@ impl Worker {
                 slots,
                 metrics,
                 abort: watch::Sender::new(false),
+                stopping: AtomicBool::new(false),
             }),
         }
     }
@@ -119,6 +129,7 @@ impl Worker {
                 _ = stop.changed() => {}
             }
         }
+        self.inner.stopping.store(true, Ordering::Relaxed);
         // Let attempts in flight finish, within the grace period; then abandon those still
         // sending and give them a moment to let go of their slots.
         let all = u32::try_from(self.inner.config.max_in_flight).unwrap_or(u32::MAX);
@@ -182,7 +193,14 @@ impl Worker {
             let permit = self.inner.slots.clone().acquire_owned().await?;
             let this = self.clone();
             tokio::spawn(async move {
-                this.attempt(d).await;
+                // The slot sends this delivery, then, while its successes lease them, the
+                // webhook's next ones (at most CHAIN_MAX in all).
+                let mut next = Some(d);
+                let mut sent = 0;
+                while let Some(d) = next.take() {
+                    sent += 1;
+                    next = this.attempt(d, sent < CHAIN_MAX).await;
+                }
                 drop(permit);
                 this.inner.store.wake_worker();
             });
@@ -219,7 +237,7 @@ impl Worker {
             let mut handles = Vec::new();
             for d in claimed {
                 let this = self.clone();
-                handles.push(tokio::spawn(async move { this.attempt(d).await }));
+                handles.push(tokio::spawn(async move { this.attempt(d, false).await }));
             }
             for h in handles {
                 let _ = h.await;
@@ -227,8 +245,9 @@ impl Worker {
         }
     }
 
-    /// Sends one claimed delivery and records the outcome.
-    async fn attempt(&self, d: ClaimedDelivery) {
+    /// Sends one claimed delivery and records the outcome. With `chain`, a success recorded
+    /// may come back with the webhook's next delivery, leased: the caller sends it next.
+    async fn attempt(&self, d: ClaimedDelivery, chain: bool) -> Option<ClaimedDelivery> {
         let config = &self.inner.config;
         let leased_at = tokio::time::Instant::now();
         let attempt_no = d.attempt_count + 1;
@@ -255,7 +274,7 @@ impl Worker {
                         // Shutting down past the grace: nothing is recorded, the lease is
                         // released, and the delivery is sent again later, whole.
                         tracing::info!(delivery = %d.id, "attempt abandoned at shutdown");
-                        return;
+                        return None;
                     }
                 };
                 (Some(req), outcome)
@@ -335,14 +354,21 @@ impl Worker {
         // rather than send again. Past the lease, the delivery is sent again (same id).
         let give_up_at = leased_at + config.lease.saturating_sub(Duration::from_secs(2));
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let next = (chain && !self.inner.stopping.load(Ordering::Relaxed)).then(|| {
+            let lease = i64::try_from(config.lease.as_micros()).unwrap_or(i64::MAX);
+            NextLease {
+                node: config.node.clone(),
+                lease_until: now_micros().saturating_add(lease),
+            }
+        });
         loop {
             match self
                 .inner
                 .store
-                .record_attempt(&d.id, &d.webhook.id, &result)
+                .record_attempt_then_lease(&d.id, &d.webhook.id, &result, next.clone())
                 .await
             {
-                Ok(_) => return,
+                Ok((_, next)) => return next,
                 Err(e) => {
                     let wait = backoff.next();
                     if tokio::time::Instant::now() + wait > give_up_at || *self.inner.abort.borrow()
@@ -356,6 +382,7 @@ impl Worker {
             }
         }
         tracing::error!(delivery = %d.id, "could not record the attempt; the delivery will be retried when its lease ends");
+        None
     }
 }
 

@@ -5,7 +5,7 @@
 //! `webhooks.rs`. The SQL is the same, with SQLite's `?N` placeholders.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, named_params, params};
@@ -14,7 +14,9 @@ use super::events::event_row;
 use super::group::Db;
 use super::models::{SCOPE_SQL, ScopeColumns};
 use super::versions::{Version, encode_tags, payload};
-use super::webhooks::{AttemptResult, new_delivery_id, subscribed};
+use super::webhooks::{
+    AttemptResult, ClaimedDelivery, claimed_from_row, claimed_select, new_delivery_id, subscribed,
+};
 use super::{ModelRef, NewVersion, now_micros};
 use crate::domain::{EventPayload, EventTrigger};
 
@@ -133,7 +135,7 @@ fn insert_event(
 /// receiver's backlog cannot crowd the healthy webhooks out of a claim. First the webhooks
 /// with due work and free slots, oldest due first; then, for each, its oldest due
 /// deliveries up to its free slots. Inside the write transaction, so nobody else can take
-/// them between the read and the lease.
+/// them between the read and the lease; loaded there too, with their event and webhook.
 pub(super) fn lease_due(
     conn: &Connection,
     node: &str,
@@ -141,7 +143,7 @@ pub(super) fn lease_due(
     lease_until: i64,
     limit: i64,
     per_webhook: i64,
-) -> Result<Vec<String>, sqlx::Error> {
+) -> Result<Vec<ClaimedDelivery>, sqlx::Error> {
     let webhooks: Vec<(String, i64)> = conn
         .prepare_cached(
             "SELECT w.id, \
@@ -159,17 +161,7 @@ pub(super) fn lease_due(
                 .collect()
         })
         .db()?;
-    let mut due = conn
-        .prepare_cached(
-            "SELECT id FROM deliveries WHERE webhook_id = ?1 AND state = 'pending' \
-             AND next_attempt_at <= ?2 AND (locked_until IS NULL OR locked_until <= ?2) \
-             ORDER BY next_attempt_at, id LIMIT ?3",
-        )
-        .db()?;
-    let mut lease = conn
-        .prepare_cached("UPDATE deliveries SET locked_until = ?1, locked_by = ?2 WHERE id = ?3")
-        .db()?;
-    let mut won: Vec<String> = Vec::new();
+    let mut won: Vec<ClaimedDelivery> = Vec::new();
     for (webhook_id, inflight) in webhooks {
         let room = limit - i64::try_from(won.len()).unwrap_or(i64::MAX);
         if room <= 0 {
@@ -179,27 +171,57 @@ pub(super) fn lease_due(
         if free <= 0 {
             continue;
         }
-        let ids: Vec<String> = due
-            .query_map(params![webhook_id, now, free], |r| r.get(0))
-            .and_then(Iterator::collect)
-            .db()?;
-        for id in ids {
-            lease.execute(params![lease_until, node, id]).db()?;
-            won.push(id);
+        for id in due_of(conn, &webhook_id, now, free)? {
+            won.push(lease(conn, &id, node, lease_until)?);
         }
     }
     Ok(won)
 }
 
+/// The oldest `n` due, unleased deliveries of a webhook.
+fn due_of(conn: &Connection, webhook_id: &str, now: i64, n: i64) -> Result<Vec<String>, sqlx::Error> {
+    conn.prepare_cached(
+        "SELECT id FROM deliveries WHERE webhook_id = ?1 AND state = 'pending' \
+         AND next_attempt_at <= ?2 AND (locked_until IS NULL OR locked_until <= ?2) \
+         ORDER BY next_attempt_at, id LIMIT ?3",
+    )
+    .and_then(|mut s| {
+        s.query_map(params![webhook_id, now, n], |r| r.get(0))?
+            .collect()
+    })
+    .db()
+}
+
+/// Leases delivery `id` to `node` and loads what sending it takes.
+fn lease(
+    conn: &Connection,
+    id: &str,
+    node: &str,
+    lease_until: i64,
+) -> Result<ClaimedDelivery, sqlx::Error> {
+    static LOAD: LazyLock<String> = LazyLock::new(|| format!("{}d.id = ?1", claimed_select()));
+    conn.prepare_cached("UPDATE deliveries SET locked_until = ?1, locked_by = ?2 WHERE id = ?3")
+        .and_then(|mut s| s.execute(params![lease_until, node, id]))
+        .db()?;
+    let mut load = conn.prepare_cached(&LOAD).db()?;
+    let mut rows = load.query([id]).db()?;
+    let row = rows.next().db()?.ok_or(sqlx::Error::RowNotFound)?;
+    claimed_from_row(row)
+}
+
 /// Records a successful attempt and the delivery's new state, releasing the lease, and ends
 /// the webhook's run of failures if it had one. Answers false when the delivery is gone (its
-/// webhook was deleted meanwhile). As `Store::record_attempt`, for a success.
+/// webhook was deleted meanwhile). As `Store::record_attempt`, for a success. With `next`,
+/// also leases (to that node, until that time) and loads the webhook's oldest due delivery,
+/// if the webhook is still enabled and has one: the slot this attempt frees goes straight
+/// to the next one, with no claim in between.
 pub(super) fn record_success(
     conn: &Connection,
     delivery_id: &str,
     webhook_id: &str,
     result: &AttemptResult,
-) -> Result<bool, sqlx::Error> {
+    next: Option<&NextLease>,
+) -> Result<(bool, Option<ClaimedDelivery>), sqlx::Error> {
     let a = &result.attempt;
     let updated = conn
         .prepare_cached(
@@ -218,7 +240,7 @@ pub(super) fn record_success(
         })
         .db()?;
     if updated == 0 {
-        return Ok(false);
+        return Ok((false, None));
     }
     conn.prepare_cached(
         "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, \
@@ -249,7 +271,30 @@ pub(super) fn record_success(
         .and_then(|mut s| s.execute([webhook_id]))
         .db()?;
     }
-    Ok(true)
+    let Some(next) = next else {
+        return Ok((true, None));
+    };
+    let enabled: bool = conn
+        .prepare_cached("SELECT enabled FROM webhooks WHERE id = ?1")
+        .and_then(|mut s| s.query_row([webhook_id], |r| r.get::<_, i64>(0)).optional())
+        .db()?
+        .is_some_and(|e| e != 0);
+    if !enabled {
+        return Ok((true, None));
+    }
+    let now = now_micros();
+    let claimed = match due_of(conn, webhook_id, now, 1)?.first() {
+        Some(id) => Some(lease(conn, id, &next.node, next.lease_until)?),
+        None => None,
+    };
+    Ok((true, claimed))
+}
+
+/// Where to lease the next delivery of the same webhook after a success.
+#[derive(Debug, Clone)]
+pub struct NextLease {
+    pub node: String,
+    pub lease_until: i64,
 }
 
 /// Synchronous read connections to the SQLite file, for the hottest read (the model scope of

@@ -42,6 +42,7 @@ pub use audit::{
     AuditAction, AuditEntry, AuditFilter, AuditRecord, AuditTarget, SYSTEM_ACTOR, url_host,
 };
 pub use events::{EventCursor, EventRecord};
+pub use fast::NextLease;
 pub use models::{DeleteModel, Model, ModelPatch, ModelScopeRow};
 pub use users::{Caller, TokenInfo, User};
 pub use versions::{

@@ -5,6 +5,8 @@
 use sqlx::Row;
 
 use super::audit::{AuditAction, AuditEntry, SYSTEM_ACTOR, iso, webhook_changes, webhook_summary};
+use super::fast::NextLease;
+use super::group::Db;
 use super::{Backend, Store, now_micros};
 
 /// A webhook as stored. Secret fields are AES-GCM ciphertexts (see `delivery::crypto`).
@@ -131,41 +133,96 @@ const LAST_DELIVERY_COLUMNS: &str = "\
     (SELECT d.last_status_code FROM deliveries d WHERE d.webhook_id = w.id \
      ORDER BY d.id DESC LIMIT 1) AS last_code";
 
-fn webhook_from_row(
-    row: &sqlx::any::AnyRow,
-    with_last: bool,
-) -> Result<WebhookRecord, sqlx::Error> {
-    let triggers: String = row.try_get("triggers")?;
-    let headers: String = row.try_get("headers")?;
+/// A result row of either driver (`sqlx` or the SQLite writer's `rusqlite`), read by column
+/// name: what the row decoders shared by both need.
+pub(super) trait Columns {
+    fn text(&self, name: &str) -> Result<String, sqlx::Error>;
+    fn opt_text(&self, name: &str) -> Result<Option<String>, sqlx::Error>;
+    fn int(&self, name: &str) -> Result<i64, sqlx::Error>;
+    fn opt_int(&self, name: &str) -> Result<Option<i64>, sqlx::Error>;
+}
+
+impl Columns for sqlx::any::AnyRow {
+    fn text(&self, name: &str) -> Result<String, sqlx::Error> {
+        self.try_get(name)
+    }
+    fn opt_text(&self, name: &str) -> Result<Option<String>, sqlx::Error> {
+        self.try_get(name)
+    }
+    fn int(&self, name: &str) -> Result<i64, sqlx::Error> {
+        self.try_get(name)
+    }
+    fn opt_int(&self, name: &str) -> Result<Option<i64>, sqlx::Error> {
+        self.try_get(name)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, name: &str) -> Result<String, sqlx::Error> {
+        self.get(name).db()
+    }
+    fn opt_text(&self, name: &str) -> Result<Option<String>, sqlx::Error> {
+        self.get(name).db()
+    }
+    fn int(&self, name: &str) -> Result<i64, sqlx::Error> {
+        self.get(name).db()
+    }
+    fn opt_int(&self, name: &str) -> Result<Option<i64>, sqlx::Error> {
+        self.get(name).db()
+    }
+}
+
+fn webhook_from_row(row: &impl Columns, with_last: bool) -> Result<WebhookRecord, sqlx::Error> {
     let last_delivery = if with_last {
-        let state: Option<String> = row.try_get("last_state")?;
-        match state {
-            Some(s) => Some((s, row.try_get("last_code")?)),
+        match row.opt_text("last_state")? {
+            Some(s) => Some((s, row.opt_int("last_code")?)),
             None => None,
         }
     } else {
         None
     };
     Ok(WebhookRecord {
-        id: row.try_get("id")?,
-        workspace_id: row.try_get("workspace_id")?,
-        model_id: row.try_get("model_id")?,
-        name: row.try_get("name")?,
-        url: row.try_get("url")?,
-        secret_enc: row.try_get("secret_enc")?,
-        triggers: serde_json::from_str(&triggers).map_err(json_err)?,
-        headers: serde_json::from_str(&headers).map_err(json_err)?,
-        github_actions: row.try_get::<i64, _>("github_actions")? != 0,
-        enabled: row.try_get::<i64, _>("enabled")? != 0,
-        disabled_reason: row.try_get("disabled_reason")?,
-        signing_key_enc: row.try_get("signing_key_enc")?,
-        old_signing_key_enc: row.try_get("old_signing_key_enc")?,
-        old_signing_expires_at: row.try_get("old_signing_expires_at")?,
-        failing_since: row.try_get("failing_since")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        id: row.text("id")?,
+        workspace_id: row.int("workspace_id")?,
+        model_id: row.int("model_id")?,
+        name: row.text("name")?,
+        url: row.text("url")?,
+        secret_enc: row.opt_text("secret_enc")?,
+        triggers: serde_json::from_str(&row.text("triggers")?).map_err(json_err)?,
+        headers: serde_json::from_str(&row.text("headers")?).map_err(json_err)?,
+        github_actions: row.int("github_actions")? != 0,
+        enabled: row.int("enabled")? != 0,
+        disabled_reason: row.opt_text("disabled_reason")?,
+        signing_key_enc: row.text("signing_key_enc")?,
+        old_signing_key_enc: row.opt_text("old_signing_key_enc")?,
+        old_signing_expires_at: row.opt_int("old_signing_expires_at")?,
+        failing_since: row.opt_int("failing_since")?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
         last_delivery,
     })
+}
+
+/// What the worker needs to send a leased delivery, selected by [`claimed_select`] + a
+/// condition on `d.id`.
+pub(super) fn claimed_from_row(row: &impl Columns) -> Result<ClaimedDelivery, sqlx::Error> {
+    Ok(ClaimedDelivery {
+        id: row.text("delivery_id")?,
+        attempt_count: row.int("attempt_count")?,
+        schedule_offset: row.int("schedule_offset")?,
+        event_id: row.text("event_id")?,
+        payload: row.text("payload")?,
+        webhook: webhook_from_row(row, false)?,
+    })
+}
+
+/// The start of the select that loads leased deliveries (up to `WHERE `).
+pub(super) fn claimed_select() -> String {
+    format!(
+        "SELECT d.id AS delivery_id, d.attempt_count, d.schedule_offset, d.event_id, \
+         e.payload, {WEBHOOK_COLUMNS} FROM deliveries d \
+         JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.seq = d.event_seq WHERE "
+    )
 }
 
 fn delivery_from_row(row: &sqlx::any::AnyRow) -> Result<DeliveryRecord, sqlx::Error> {
@@ -596,12 +653,11 @@ impl Store {
             return Err(sqlx::Error::Protocol("SQLite without its writer".into()));
         };
         let node = node.to_owned();
-        let won = writer
+        writer
             .write_sync(move |conn| {
                 super::fast::lease_due(conn, &node, now, lease_until, limit, per_webhook)
             })
-            .await?;
-        self.load_claimed(won).await
+            .await
     }
 
     /// The PostgreSQL claim, in one statement (one round trip): per enabled webhook, its
@@ -657,30 +713,14 @@ impl Store {
             .map(|i| format!("${}", i + 1))
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = format!(
-            "SELECT d.id AS delivery_id, d.attempt_count, d.schedule_offset, d.event_id, \
-             e.payload, {WEBHOOK_COLUMNS} FROM deliveries d \
-             JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.seq = d.event_seq \
-             WHERE d.id IN ({list})"
-        );
+        let sql = format!("{}d.id IN ({list})", claimed_select());
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in &won {
             q = q.bind(id.as_str());
         }
         // A delivery whose webhook was deleted since the lease is simply not there.
         let rows = q.fetch_all(&self.read).await?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in &rows {
-            claimed.push(ClaimedDelivery {
-                id: row.try_get("delivery_id")?,
-                attempt_count: row.try_get("attempt_count")?,
-                schedule_offset: row.try_get("schedule_offset")?,
-                event_id: row.try_get("event_id")?,
-                payload: row.try_get("payload")?,
-                webhook: webhook_from_row(row, false)?,
-            });
-        }
-        Ok(claimed)
+        rows.iter().map(claimed_from_row).collect()
     }
 
     /// Records an attempt and the delivery's new state, releasing the lease; disables the
@@ -691,6 +731,22 @@ impl Store {
         webhook_id: &str,
         result: &AttemptResult,
     ) -> Result<bool, sqlx::Error> {
+        Ok(self
+            .record_attempt_then_lease(delivery_id, webhook_id, result, None)
+            .await?
+            .0)
+    }
+
+    /// [`Store::record_attempt`], and, on SQLite after a success, in the same transaction:
+    /// with `next`, the lease of the webhook's oldest due delivery, loaded (see
+    /// `fast::record_success`). Elsewhere the second answer is always `None`.
+    pub async fn record_attempt_then_lease(
+        &self,
+        delivery_id: &str,
+        webhook_id: &str,
+        result: &AttemptResult,
+        next: Option<NextLease>,
+    ) -> Result<(bool, Option<ClaimedDelivery>), sqlx::Error> {
         let (delivery_id, webhook_id, result) = (
             delivery_id.to_owned(),
             webhook_id.to_owned(),
@@ -703,7 +759,13 @@ impl Store {
             // per statement. A failure may disable the webhook and audit it: the path below.
             return writer
                 .write_sync(move |conn| {
-                    super::fast::record_success(conn, &delivery_id, &webhook_id, &result)
+                    super::fast::record_success(
+                        conn,
+                        &delivery_id,
+                        &webhook_id,
+                        &result,
+                        next.as_ref(),
+                    )
                 })
                 .await;
         }
@@ -829,6 +891,7 @@ impl Store {
             })
         })
         .await
+        .map(|found| (found, None))
     }
 
     /// Releases the leases a node holds (on shutdown), so others can take them at once.
