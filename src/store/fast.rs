@@ -178,12 +178,18 @@ pub(super) fn lease_due(
     Ok(won)
 }
 
-/// The oldest `n` due, unleased deliveries of a webhook.
-fn due_of(conn: &Connection, webhook_id: &str, now: i64, n: i64) -> Result<Vec<String>, sqlx::Error> {
+/// The oldest `n` due, unleased deliveries of a webhook. Ties on the due time go in
+/// creation order (`rowid`, which the index carries, so no sort is needed).
+fn due_of(
+    conn: &Connection,
+    webhook_id: &str,
+    now: i64,
+    n: i64,
+) -> Result<Vec<String>, sqlx::Error> {
     conn.prepare_cached(
         "SELECT id FROM deliveries WHERE webhook_id = ?1 AND state = 'pending' \
          AND next_attempt_at <= ?2 AND (locked_until IS NULL OR locked_until <= ?2) \
-         ORDER BY next_attempt_at, id LIMIT ?3",
+         ORDER BY next_attempt_at, rowid LIMIT ?3",
     )
     .and_then(|mut s| {
         s.query_map(params![webhook_id, now, n], |r| r.get(0))?
@@ -199,10 +205,15 @@ fn lease(
     node: &str,
     lease_until: i64,
 ) -> Result<ClaimedDelivery, sqlx::Error> {
-    static LOAD: LazyLock<String> = LazyLock::new(|| format!("{}d.id = ?1", claimed_select()));
     conn.prepare_cached("UPDATE deliveries SET locked_until = ?1, locked_by = ?2 WHERE id = ?3")
         .and_then(|mut s| s.execute(params![lease_until, node, id]))
         .db()?;
+    load(conn, id)
+}
+
+/// Loads what sending leased delivery `id` takes.
+fn load(conn: &Connection, id: &str) -> Result<ClaimedDelivery, sqlx::Error> {
+    static LOAD: LazyLock<String> = LazyLock::new(|| format!("{}d.id = ?1", claimed_select()));
     let mut load = conn.prepare_cached(&LOAD).db()?;
     let mut rows = load.query([id]).db()?;
     let row = rows.next().db()?.ok_or(sqlx::Error::RowNotFound)?;
@@ -274,19 +285,27 @@ pub(super) fn record_success(
     let Some(next) = next else {
         return Ok((true, None));
     };
-    let enabled: bool = conn
-        .prepare_cached("SELECT enabled FROM webhooks WHERE id = ?1")
-        .and_then(|mut s| s.query_row([webhook_id], |r| r.get::<_, i64>(0)).optional())
-        .db()?
-        .is_some_and(|e| e != 0);
-    if !enabled {
-        return Ok((true, None));
-    }
-    let now = now_micros();
-    let claimed = match due_of(conn, webhook_id, now, 1)?.first() {
-        Some(id) => Some(lease(conn, id, &next.node, next.lease_until)?),
-        None => None,
-    };
+    // The webhook's oldest due, unleased delivery, if the webhook is still enabled, leased in
+    // one statement (the order of `due_of`).
+    let leased: Option<String> = conn
+        .prepare_cached(
+            "UPDATE deliveries SET locked_until = ?3, locked_by = ?4 WHERE rowid = ( \
+               SELECT d.rowid FROM deliveries d WHERE d.webhook_id = ?1 \
+               AND d.state = 'pending' AND d.next_attempt_at <= ?2 \
+               AND (d.locked_until IS NULL OR d.locked_until <= ?2) \
+               AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = ?1 AND w.enabled = 1) \
+               ORDER BY d.next_attempt_at, d.rowid LIMIT 1) \
+             RETURNING id",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![webhook_id, now_micros(), next.lease_until, next.node],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .db()?;
+    let claimed = leased.map(|id| load(conn, &id)).transpose()?;
     Ok((true, claimed))
 }
 
