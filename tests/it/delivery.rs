@@ -1465,3 +1465,54 @@ async fn disabling_a_webhook_stops_its_pending_retries(backend: Backend) {
     );
     app.stop().await;
 }
+
+conformance!(a_backlog_goes_out_in_order_and_stops_when_the_webhook_is_disabled);
+
+/// With one attempt in flight per webhook, a backlog is sent oldest first (on SQLite each
+/// recorded success leases the webhook's next delivery in its own transaction: a chain), and
+/// disabling the webhook part-way stops it after at most the attempt in flight; what was not
+/// sent is still there, pending, not lost.
+async fn a_backlog_goes_out_in_order_and_stops_when_the_webhook_is_disabled(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| {
+        s.delivery.per_webhook_in_flight = 1;
+    })
+    .await;
+    let rx = TestReceiver::start().await;
+    rx.default_reply(Reply::status(204).delay(Duration::from_millis(50)));
+    app.workspace("acme").await;
+    app.model("acme", "fraud").await;
+    let body = json!({"name": "h", "url": rx.url, "triggers": ["MODEL_VERSION_CREATED"]});
+    let hook = create_hook(&app, body.clone()).await;
+    let total = 40;
+    for i in 0..total {
+        app.version("acme", "fraud", json!({"version": format!("1.0.{i}")}))
+            .await;
+    }
+    rx.wait_for(5, Duration::from_secs(20)).await;
+    let mut off = body;
+    off["enabled"] = json!(false);
+    let (s, b) = app.put(ADMIN_TOKEN, &format!("{HOOKS}/{hook}"), off).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let at_disable = rx.received().len();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let got: Vec<String> = rx
+        .received()
+        .iter()
+        .map(|r| r.json()["version"].as_str().expect("version").to_owned())
+        .collect();
+    assert!(
+        got.len() <= at_disable + 1,
+        "{} arrived after the webhook was disabled ({at_disable} before)",
+        got.len() - at_disable
+    );
+    assert!(got.len() < total, "all {total} arrived despite the disable");
+    let expected: Vec<String> = (0..got.len()).map(|i| format!("1.0.{i}")).collect();
+    assert_eq!(got, expected, "the backlog went out of order");
+    let pending = items(&deliveries(&app, &hook, "?state=pending&limit=500").await);
+    assert_eq!(
+        pending.len(),
+        total - got.len(),
+        "every delivery not sent is still pending"
+    );
+    app.stop().await;
+}
