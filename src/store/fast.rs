@@ -357,7 +357,9 @@ impl Readers {
 
 fn open_reader(file: &std::path::Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(file)?;
-    conn.busy_timeout(Duration::from_secs(10))?;
+    // A WAL reader waits only in rare cases (the log being recovered); it runs on a runtime
+    // thread, so it waits briefly, then answers busy (a 503: try again).
+    conn.busy_timeout(Duration::from_secs(1))?;
     // Reads only, whatever a bug might try.
     conn.pragma_update(None, "query_only", "ON")?;
     Ok(conn)

@@ -546,6 +546,20 @@ mod tests {
         assert_eq!(rows, vec![7]);
     }
 
+    /// A database still locked after the busy timeout reads as unavailable (a 503, try
+    /// again), not as a bug (a 500).
+    #[test]
+    fn a_busy_database_is_unavailable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("b.db");
+        let holder = open_sync(&file).expect("open");
+        holder.execute_batch("BEGIN IMMEDIATE").expect("lock");
+        let other = open_sync(&file).expect("open");
+        other.busy_timeout(Duration::ZERO).expect("timeout");
+        let err = other.execute_batch("BEGIN IMMEDIATE").db().expect_err("busy");
+        assert!(crate::store::is_unavailable(&err), "{err}");
+    }
+
     fn insert_sync(conn: &rusqlite::Connection, v: i64) -> Result<i64, sqlx::Error> {
         conn.execute("INSERT INTO t (v) VALUES (?1)", [v]).db()?;
         Ok(v)

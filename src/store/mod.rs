@@ -256,9 +256,14 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(e) => e.code().is_some_and(|code| {
-            // Class 08: connection exception; 57P01-57P03: admin or crash shutdown,
-            // cannot connect now; 53300: too many connections.
-            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+            // PostgreSQL: class 08: connection exception; 57P01-57P03: admin or crash
+            // shutdown, cannot connect now; 53300: too many connections. SQLite (extended
+            // result codes): SQLITE_BUSY and its kinds, still busy after the busy timeout.
+            code.starts_with("08")
+                || matches!(
+                    &*code,
+                    "57P01" | "57P02" | "57P03" | "53300" | "5" | "261" | "517" | "773"
+                )
         }),
         _ => false,
     }
