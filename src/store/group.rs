@@ -556,7 +556,10 @@ mod tests {
         holder.execute_batch("BEGIN IMMEDIATE").expect("lock");
         let other = open_sync(&file).expect("open");
         other.busy_timeout(Duration::ZERO).expect("timeout");
-        let err = other.execute_batch("BEGIN IMMEDIATE").db().expect_err("busy");
+        let err = other
+            .execute_batch("BEGIN IMMEDIATE")
+            .db()
+            .expect_err("busy");
         assert!(crate::store::is_unavailable(&err), "{err}");
     }
 
