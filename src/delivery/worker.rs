@@ -208,16 +208,21 @@ impl Worker {
         Ok(n)
     }
 
+    /// When a lease taken at `now` runs out.
+    fn lease_end(&self, now: i64) -> i64 {
+        let lease = i64::try_from(self.inner.config.lease.as_micros()).unwrap_or(i64::MAX);
+        now.saturating_add(lease)
+    }
+
     async fn claim(&self, limit: usize) -> anyhow::Result<Vec<ClaimedDelivery>> {
         let now = now_micros();
-        let lease = i64::try_from(self.inner.config.lease.as_micros()).unwrap_or(i64::MAX);
         Ok(self
             .inner
             .store
             .claim_deliveries(
                 &self.inner.config.node,
                 now,
-                now.saturating_add(lease),
+                self.lease_end(now),
                 i64::try_from(limit).unwrap_or(i64::MAX),
                 i64::try_from(self.inner.config.per_webhook_in_flight).unwrap_or(i64::MAX),
             )
@@ -354,12 +359,9 @@ impl Worker {
         // rather than send again. Past the lease, the delivery is sent again (same id).
         let give_up_at = leased_at + config.lease.saturating_sub(Duration::from_secs(2));
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        let next = (chain && !self.inner.stopping.load(Ordering::Relaxed)).then(|| {
-            let lease = i64::try_from(config.lease.as_micros()).unwrap_or(i64::MAX);
-            NextLease {
-                node: config.node.clone(),
-                lease_until: now_micros().saturating_add(lease),
-            }
+        let next = (chain && !self.inner.stopping.load(Ordering::Relaxed)).then(|| NextLease {
+            node: config.node.clone(),
+            lease_until: self.lease_end(now_micros()),
         });
         loop {
             match self

@@ -131,7 +131,7 @@ fn insert_event(
 }
 
 /// Leases up to `limit` due deliveries to `node` until `lease_until`, at most `per_webhook`
-/// in flight per webhook; answers their ids. Per webhook, never across all of them: a dead
+/// in flight per webhook; answers them loaded. Per webhook, never across all of them: a dead
 /// receiver's backlog cannot crowd the healthy webhooks out of a claim. First the webhooks
 /// with due work and free slots, oldest due first; then, for each, its oldest due
 /// deliveries up to its free slots. Inside the write transaction, so nobody else can take

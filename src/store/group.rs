@@ -508,14 +508,7 @@ mod tests {
         }
         ok.sort_unstable();
         assert_eq!((ok, failed), (vec![2, 3, 4, 5], 2));
-        let rows: Vec<i64> = sqlx::query("SELECT v FROM t ORDER BY v")
-            .fetch_all(&pool)
-            .await
-            .expect("select")
-            .iter()
-            .map(|r| r.get::<i64, _>("v"))
-            .collect();
-        assert_eq!(rows, vec![1, 2, 3, 4, 5]);
+        assert_eq!(values(&pool).await, vec![1, 2, 3, 4, 5]);
     }
 
     /// A sync job alone in its transaction: committed when it succeeds, rolled back whole
@@ -536,14 +529,7 @@ mod tests {
             .await
             .expect_err("duplicate");
         assert!(is_unique(&err), "{err}");
-        let rows: Vec<i64> = sqlx::query("SELECT v FROM t ORDER BY v")
-            .fetch_all(&pool)
-            .await
-            .expect("select")
-            .iter()
-            .map(|r| r.get::<i64, _>("v"))
-            .collect();
-        assert_eq!(rows, vec![7]);
+        assert_eq!(values(&pool).await, vec![7]);
     }
 
     /// A database still locked after the busy timeout reads as unavailable (a 503, try
@@ -561,6 +547,17 @@ mod tests {
             .db()
             .expect_err("busy");
         assert!(crate::store::is_unavailable(&err), "{err}");
+    }
+
+    /// The values committed to `t`, in order.
+    async fn values(pool: &AnyPool) -> Vec<i64> {
+        sqlx::query("SELECT v FROM t ORDER BY v")
+            .fetch_all(pool)
+            .await
+            .expect("select")
+            .iter()
+            .map(|r| r.get::<i64, _>("v"))
+            .collect()
     }
 
     fn insert_sync(conn: &rusqlite::Connection, v: i64) -> Result<i64, sqlx::Error> {
