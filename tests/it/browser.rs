@@ -96,12 +96,33 @@ impl Ui {
             .unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 
+    /// Types `text` into the field `css`. The page may still be replacing its document
+    /// when the field first shows (a navigation just committed), so the element found can go
+    /// stale under us: then the field is emptied and found again, a few times.
     async fn type_into(&self, css: &str, text: &str) {
-        self.wait_until(&format!("document.querySelector({css:?})"))
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            self.wait_until(&format!(
+                "document.readyState === 'complete' && document.querySelector({css:?})"
+            ))
             .await;
-        let el = self.page.find_element(css).await.expect("element");
-        el.click().await.expect("focus");
-        el.type_str(text).await.expect("type");
+            let typed = async {
+                let el = self.page.find_element(css).await?;
+                el.click().await?;
+                el.type_str(text).await?;
+                Ok::<(), chromiumoxide::error::CdpError>(())
+            };
+            match typed.await {
+                Ok(()) => return,
+                Err(e) => last_error = e.to_string(),
+            }
+            self.eval(&format!(
+                "(e => e && (e.value = ''))(document.querySelector({css:?}))"
+            ))
+            .await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("typing into {css} failed: {last_error}");
     }
 
     async fn text(&self, css: &str) -> String {
