@@ -326,7 +326,8 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<(AppState, TcpListene
 pub async fn build_state(settings: Settings, store: Store) -> anyhow::Result<AppState> {
     let secrets = load_secret_key(&settings, &store).await?;
     let d = &settings.delivery;
-    let sender = Sender::new(d.policy.clone(), d.timeout).context("building the HTTP client")?;
+    let sender = Sender::new(d.policy.clone(), d.timeout, d.max_in_flight)
+        .context("building the HTTP client")?;
     let metrics = Arc::new(Metrics::default());
     let worker = Worker::new(
         store.clone(),

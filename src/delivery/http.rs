@@ -201,7 +201,14 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn new(policy: TargetPolicy, timeout: Duration) -> anyhow::Result<Sender> {
+    /// `max_in_flight`: the most sends at once, and so the most connections worth keeping
+    /// open to one host (many webhooks can point at the same receiver: keeping fewer than
+    /// the sends in flight would open, and close, a connection for every send past them).
+    pub fn new(
+        policy: TargetPolicy,
+        timeout: Duration,
+        max_in_flight: usize,
+    ) -> anyhow::Result<Sender> {
         let policy = Arc::new(policy);
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(GuardedResolver {
@@ -212,7 +219,7 @@ impl Sender {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(8)
+            .pool_max_idle_per_host(max_in_flight)
             .build()?;
         Ok(Sender {
             client,

@@ -1516,3 +1516,41 @@ async fn a_backlog_goes_out_in_order_and_stops_when_the_webhook_is_disabled(back
     );
     app.stop().await;
 }
+
+conformance!(many_webhooks_on_one_receiver_keep_their_connections);
+
+/// Ten webhooks at one receiver, four sends in flight each: the sender keeps as many
+/// connections to that host as it has sends in flight, so a busy receiver is not sent a
+/// new TCP connection (and, over TLS, a new handshake) for most deliveries.
+async fn many_webhooks_on_one_receiver_keep_their_connections(backend: Backend) {
+    let max_in_flight = 64;
+    let app = TestApp::spawn_with(backend, |s| {
+        s.delivery.max_in_flight = max_in_flight;
+        s.delivery.per_webhook_in_flight = 4;
+    })
+    .await;
+    let rx = TestReceiver::start().await;
+    rx.default_reply(Reply::status(204).delay(Duration::from_millis(5)));
+    app.workspace("acme").await;
+    app.model("acme", "fraud").await;
+    for i in 0..10 {
+        let body = json!({"name": format!("h{i}"), "url": format!("{}/h{i}", rx.url),
+            "triggers": ["MODEL_VERSION_CREATED"]});
+        create_hook(&app, body).await;
+    }
+    let events = 40;
+    for i in 0..events {
+        app.version("acme", "fraud", json!({"version": format!("1.0.{i}")}))
+            .await;
+    }
+    let got = rx.wait_for(events * 10, Duration::from_secs(60)).await;
+    let connections: std::collections::HashSet<_> = got.iter().map(|r| r.peer).collect();
+    assert!(
+        connections.len() <= max_in_flight,
+        "{} deliveries came over {} connections; at most {max_in_flight} (the sends in \
+         flight) should have been opened",
+        got.len(),
+        connections.len()
+    );
+    app.stop().await;
+}

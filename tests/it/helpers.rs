@@ -381,6 +381,8 @@ pub struct Received {
     pub headers: reqwest::header::HeaderMap,
     pub body: Vec<u8>,
     pub at: std::time::Instant,
+    /// The sender's address: one per TCP connection.
+    pub peer: SocketAddr,
 }
 
 impl Received {
@@ -463,6 +465,11 @@ impl TestReceiver {
             let nt = nt.clone();
             async move {
                 let (parts, body) = req.into_parts();
+                let peer = parts
+                    .extensions
+                    .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                    .expect("the receiver is served with connect info")
+                    .0;
                 let body = axum::body::to_bytes(body, 10 * 1024 * 1024)
                     .await
                     .unwrap_or_default()
@@ -483,6 +490,7 @@ impl TestReceiver {
                         headers,
                         body,
                         at: std::time::Instant::now(),
+                        peer,
                     });
                     s.script
                         .pop_front()
@@ -502,7 +510,11 @@ impl TestReceiver {
             }
         });
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await;
         });
         TestReceiver {
             url: format!("http://{addr}"),
