@@ -11,9 +11,8 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::conformance;
-use crate::helpers::{
-    ADMIN_TOKEN, Backend, PgDatabase, Received, Reply, TestApp, TestReceiver, assert_error,
-};
+use crate::helpers::{ADMIN_TOKEN, Backend, Received, Reply, TestApp, TestReceiver, assert_error};
+use crate::process::{Db, Server};
 
 const ALL_TRIGGERS: [&str; 5] = [
     "MODEL_VERSION_CREATED",
@@ -1210,116 +1209,21 @@ async fn a_slow_receiver_does_not_delay_another(backend: Backend) {
 // Crash safety: the real binary, SIGKILLed mid-delivery
 // ---------------------------------------------------------------------------------------------
 
-struct Bin {
-    child: std::process::Child,
-    base: String,
-    client: reqwest::Client,
-}
-
-impl Bin {
-    async fn start(data_dir: &std::path::Path, database_url: Option<&str>) -> Bin {
-        use std::io::{BufRead, BufReader};
-        use std::process::{Command, Stdio};
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-        cmd.args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-        ]);
-        if let Some(url) = database_url {
-            cmd.args(["--database-url", url]);
-        }
-        cmd.env_remove("BERTH_DATABASE_URL")
-            .env("BERTH_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("BERTH_ALLOWED_TARGET_CIDRS", "127.0.0.0/8")
-            .env("BERTH_RETRY_SCHEDULE", "200ms,200ms,200ms,200ms,200ms")
-            .env("BERTH_DELIVERY_TIMEOUT", "2s")
-            .env("BERTH_DELIVERY_POLL_INTERVAL", "100ms")
-            .env("BERTH_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn berth");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = tokio::sync::oneshot::channel::<String>();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            // Keep draining so the server never blocks on a full pipe.
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on http://") {
-                    let url = line[i + "listening on ".len()..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(url);
-                    }
-                }
-            }
-        });
-        let base = tokio::time::timeout(Duration::from_secs(30), rx)
-            .await
-            .expect("berth did not start within 30 s")
-            .expect("berth exited before listening");
-        Bin {
-            child,
-            base,
-            client: reqwest::Client::new(),
-        }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(ADMIN_TOKEN);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.expect("body");
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let (s, b) = self.call(reqwest::Method::POST, path, Some(body)).await;
-        assert_eq!(s, 201, "POST {path}: {b}");
-        b
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Bin {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+/// Quick retries and a short timeout, so the restarted server finishes the backlog soon.
+const CRASH_ENVS: &[(&str, &str)] = &[
+    ("BERTH_RETRY_SCHEDULE", "200ms,200ms,200ms,200ms,200ms"),
+    ("BERTH_DELIVERY_TIMEOUT", "2s"),
+];
 
 conformance!(killing_the_server_mid_delivery_loses_nothing);
 
 async fn killing_the_server_mid_delivery_loses_nothing(backend: Backend) {
-    berth::init_crypto();
     const N: usize = 30;
-    let dir = tempfile::tempdir().unwrap();
-    let pg = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => Some(PgDatabase::create().await),
-    };
-    let db_url = pg.as_ref().map(|p| p.url.clone());
+    let db = Db::new(backend).await;
     let rx = TestReceiver::start().await;
     rx.default_reply(Reply::status(200).delay(Duration::from_millis(300)));
 
-    let mut bin = Bin::start(dir.path(), db_url.as_deref()).await;
+    let mut bin = Server::start(db.dir.path(), db.url(), CRASH_ENVS).await;
     bin.post("/api/v1/workspaces", json!({"name": "acme"}))
         .await;
     bin.post("/api/v1/workspaces/acme/models", json!({"name": "fraud"}))
@@ -1348,7 +1252,7 @@ async fn killing_the_server_mid_delivery_loses_nothing(backend: Backend) {
         "everything was delivered before the kill ({before_kill}); not mid-delivery"
     );
 
-    let bin = Bin::start(dir.path(), db_url.as_deref()).await;
+    let bin = Server::start(db.dir.path(), db.url(), CRASH_ENVS).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let versions: BTreeSet<String> = rx
@@ -1370,15 +1274,11 @@ async fn killing_the_server_mid_delivery_loses_nothing(backend: Backend) {
     // The log agrees: every delivery succeeded, and its id is the webhook-id received.
     let deadline = Instant::now() + Duration::from_secs(10);
     let log = loop {
-        let (s, b) = bin
-            .call(
-                reqwest::Method::GET,
-                &format!("{HOOKS}/{hook}/deliveries?limit=500"),
-                None,
-            )
+        let answer = bin
+            .get(&format!("{HOOKS}/{hook}/deliveries?limit=500"))
             .await;
-        assert_eq!(s, 200, "{b}");
-        let list = items(&b);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let list = items(&answer.body);
         if list.len() == N && list.iter().all(|d| d["state"] == "succeeded") {
             break list;
         }
@@ -1424,7 +1324,7 @@ async fn killing_the_server_mid_delivery_loses_nothing(backend: Backend) {
         got.len()
     );
     drop(bin);
-    drop(pg);
+    drop(db);
 }
 
 conformance!(disabling_a_webhook_stops_its_pending_retries);

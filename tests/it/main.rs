@@ -14,6 +14,7 @@ mod limits;
 mod openapi;
 mod ops;
 mod ops_disable;
+mod process;
 mod registry;
 mod scale;
 mod secrets;

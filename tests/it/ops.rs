@@ -2,8 +2,7 @@
 //! and cut off from PostgreSQL by a proxy; auto-disable and re-enable are in `ops_disable.rs`.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,197 +10,12 @@ use serde_json::{Value, json};
 use sqlx::{Connection, Row};
 
 use crate::conformance;
-use crate::helpers::{ADMIN_TOKEN, Backend, PgDatabase, Reply, TestReceiver};
+use crate::helpers::{ADMIN_TOKEN, Backend, Reply, TestReceiver};
+use crate::process::{Db, Server};
 
 const BIN: &str = env!("CARGO_BIN_EXE_berth");
-/// The same key on every start, so a copy of the database opens with it.
-const KEY: &str = "00000000000000000000000000000000000000000000000000000000000000a1";
 const VERSIONS: &str = "/api/v1/workspaces/acme/models/fraud/versions";
 const HOOKS: &str = "/api/v1/workspaces/acme/models/fraud/webhooks";
-
-/// `berth serve` as a child process, with its log lines collected.
-pub struct Server {
-    child: Child,
-    pub base: String,
-    pub client: reqwest::Client,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    /// Starts `berth serve` on `data_dir` (and `database_url` when given) with `envs` on top
-    /// of test defaults, and waits until it listens.
-    pub async fn start(
-        data_dir: &std::path::Path,
-        database_url: Option<&str>,
-        envs: &[(&str, &str)],
-    ) -> Server {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir);
-        if let Some(url) = database_url {
-            cmd.args(["--database-url", url]);
-        }
-        cmd.env_remove("BERTH_DATABASE_URL")
-            .env_remove("BERTH_CONFIG")
-            .env("BERTH_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("BERTH_SECRET_KEY", KEY)
-            .env("BERTH_ALLOWED_TARGET_CIDRS", "127.0.0.0/8")
-            .env("BERTH_DELIVERY_POLL_INTERVAL", "100ms")
-            .env("BERTH_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn berth");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = tokio::sync::oneshot::channel::<String>();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            // Keep draining so the server never blocks on a full pipe.
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on http://")
-                    && let Some(tx) = tx.take()
-                {
-                    let url = line[i + "listening on ".len()..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let _ = tx.send(url);
-                }
-                lines.lock().expect("log lock").push(line);
-            }
-        });
-        let base = tokio::time::timeout(Duration::from_secs(60), rx)
-            .await
-            .expect("berth did not start within 60 s")
-            .expect("berth exited before listening");
-        Server {
-            child,
-            base,
-            client: reqwest::Client::new(),
-            log,
-        }
-    }
-
-    pub fn log(&self) -> Vec<String> {
-        self.log.lock().expect("log lock").clone()
-    }
-
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Answer {
-        let mut req = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .timeout(Duration::from_secs(30));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let bytes = resp.bytes().await.expect("body");
-        Answer {
-            status,
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            retry_after,
-        }
-    }
-
-    pub async fn post(&self, path: &str, body: Value) -> Value {
-        let a = self.call(reqwest::Method::POST, path, Some(body)).await;
-        assert!(
-            a.status == 200 || a.status == 201,
-            "POST {path}: {} {}",
-            a.status,
-            a.body
-        );
-        a.body
-    }
-
-    pub async fn get(&self, path: &str) -> Answer {
-        self.call(reqwest::Method::GET, path, None).await
-    }
-
-    /// Sends SIGTERM.
-    pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-    }
-
-    /// Waits for the process to exit, at most `timeout`.
-    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "berth did not exit within {timeout:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub struct Answer {
-    pub status: u16,
-    pub body: Value,
-    pub retry_after: Option<String>,
-}
-
-/// A fresh database for one test: a data directory, and on PostgreSQL a database of its own.
-pub struct Db {
-    pub dir: tempfile::TempDir,
-    pub pg: Option<PgDatabase>,
-}
-
-impl Db {
-    pub async fn new(backend: Backend) -> Db {
-        berth::init_crypto();
-        Db {
-            dir: tempfile::tempdir().expect("temp dir"),
-            pg: match backend {
-                Backend::Sqlite => None,
-                Backend::Postgres => Some(PgDatabase::create().await),
-            },
-        }
-    }
-
-    pub fn url(&self) -> Option<&str> {
-        self.pg.as_ref().map(|p| p.url.as_str())
-    }
-
-    /// A direct connection, for checks the API cannot make (leases, attempt rows).
-    pub async fn connect(&self) -> sqlx::AnyConnection {
-        sqlx::any::install_default_drivers();
-        let url = match &self.pg {
-            Some(pg) => pg.url.clone(),
-            None => format!("sqlite://{}", self.dir.path().join("berth.db").display()),
-        };
-        sqlx::AnyConnection::connect(&url)
-            .await
-            .expect("connect to the test database")
-    }
-}
 
 async fn setup_hook(server: &Server, rx: &TestReceiver) -> String {
     server

@@ -2,63 +2,31 @@
 //! under load; and the retention cleaner.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
 
 use crate::conformance;
 use crate::helpers::{ADMIN_TOKEN, Backend, PgDatabase, Reply, TestApp, TestReceiver};
+use crate::process::Server;
 
 const BIN: &str = env!("CARGO_BIN_EXE_berth");
-const KEY: &str = "0000000000000000000000000000000000000000000000000000000000000042";
 
-/// Starts a node on `db` and answers it with its base URL.
-fn node(db: &PgDatabase, name: &str, role: &str, data: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--role",
-            role,
-            "--data-dir",
-        ])
-        .arg(data)
-        .env("BERTH_DATABASE_URL", &db.url)
-        .env("BERTH_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("BERTH_SECRET_KEY", KEY)
-        .env("BERTH_NODE_NAME", name)
-        .env("BERTH_ALLOWED_TARGET_CIDRS", "127.0.0.0/8")
-        .env("BERTH_DELIVERY_TIMEOUT", "2s")
-        .env("BERTH_RETRY_SCHEDULE", "200ms,200ms,200ms,200ms,200ms")
-        .env("BERTH_DELIVERY_POLL_INTERVAL", "500ms")
-        .env("BERTH_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn berth");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent && let Some(i) = line.find("listening on http://") {
-                let url = line[i + "listening on ".len()..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                let _ = tx.send(url);
-                sent = true;
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("node {name} did not start"));
-    (child, url)
+/// Starts a node on `db` with `role`.
+async fn node(db: &PgDatabase, name: &str, role: &str, data: &std::path::Path) -> Server {
+    Server::start_with(
+        data,
+        Some(&db.url),
+        &["--role", role],
+        &[
+            ("BERTH_NODE_NAME", name),
+            ("BERTH_DELIVERY_TIMEOUT", "2s"),
+            ("BERTH_RETRY_SCHEDULE", "200ms,200ms,200ms,200ms,200ms"),
+            ("BERTH_DELIVERY_POLL_INTERVAL", "500ms"),
+        ],
+    )
+    .await
 }
 
 async fn post(client: &reqwest::Client, url: String, body: serde_json::Value) -> u16 {
@@ -80,8 +48,9 @@ async fn two_nodes_share_the_queue_and_a_killed_node_loses_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let rx = TestReceiver::start().await;
     rx.default_reply(Reply::status(200).delay(Duration::from_millis(40)));
-    let (mut a, url_a) = node(&db, "node-a", "all", &dir.path().join("a"));
-    let (mut b, url_b) = node(&db, "node-b", "all", &dir.path().join("b"));
+    let a = node(&db, "node-a", "all", &dir.path().join("a")).await;
+    let mut b = node(&db, "node-b", "all", &dir.path().join("b")).await;
+    let (url_a, url_b) = (a.base.clone(), b.base.clone());
     let client = reqwest::Client::new();
     assert_eq!(
         post(
@@ -124,15 +93,13 @@ async fn two_nodes_share_the_queue_and_a_killed_node_loses_nothing() {
         .await;
         assert_eq!(status, 201, "version {i}");
         if !killed && rx.received().len() >= 12 {
-            b.kill().expect("SIGKILL node b");
-            let _ = b.wait();
+            b.kill();
             killed = true;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     if !killed {
-        b.kill().expect("SIGKILL node b");
-        let _ = b.wait();
+        b.kill();
     }
     // Every version arrives at the receiver.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
@@ -246,8 +213,7 @@ async fn two_nodes_share_the_queue_and_a_killed_node_loses_nothing() {
         nodes.contains("node-a") && nodes.contains("node-b"),
         "{nodes:?}"
     );
-    let _ = a.kill();
-    let _ = a.wait();
+    drop(a);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,8 +222,9 @@ async fn api_and_worker_roles_split_the_work() {
     let db = PgDatabase::create().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let rx = TestReceiver::start().await;
-    let (mut api, url_api) = node(&db, "api-1", "api", &dir.path().join("a"));
-    let (mut worker, url_worker) = node(&db, "worker-1", "worker", &dir.path().join("w"));
+    let api = node(&db, "api-1", "api", &dir.path().join("a")).await;
+    let worker = node(&db, "worker-1", "worker", &dir.path().join("w")).await;
+    let (url_api, url_worker) = (api.base.clone(), worker.base.clone());
     let client = reqwest::Client::new();
     post(
         &client,
@@ -308,10 +275,7 @@ async fn api_and_worker_roles_split_the_work() {
         "woken by NOTIFY, not by the 500 ms poll: {:?}",
         started.elapsed()
     );
-    let _ = api.kill();
-    let _ = worker.kill();
-    let _ = api.wait();
-    let _ = worker.wait();
+    drop((api, worker));
 }
 
 #[test]
