@@ -356,6 +356,15 @@ pub async fn build_state(settings: Settings, store: Store) -> anyhow::Result<App
     })
 }
 
+/// The base URL in the log line `serve` writes once it listens (`listening on http://…`),
+/// for whatever starts `berth serve` as a child and waits for it (the bench, the tests).
+pub fn listening_url(log_line: &str) -> Option<&str> {
+    let at = log_line.find("listening on http://")?;
+    log_line[at + "listening on ".len()..]
+        .split_whitespace()
+        .next()
+}
+
 /// `berth serve`: runs until SIGINT or SIGTERM.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let (state, listener, addr) = prepare(settings).await?;

@@ -218,13 +218,8 @@ fn start_server(data_dir: &std::path::Path, database_url: Option<&str>) -> anyho
                 eprintln!("server: {line}");
                 shown += 1;
             }
-            if let Some(i) = line.find("listening on http://") {
-                let url = line[i + "listening on ".len()..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                let _ = tx.send(url);
+            if let Some(url) = crate::app::listening_url(&line) {
+                let _ = tx.send(url.to_owned());
             }
         }
     });

@@ -41,14 +41,8 @@ fn start(
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut url = None;
     for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-        if let Some(i) = line.find("listening on http://") {
-            url = Some(
-                line[i + "listening on ".len()..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned(),
-            );
+        if let Some(found) = berth::app::listening_url(&line) {
+            url = Some(found.to_owned());
             break;
         }
         assert!(Instant::now() < deadline, "berth did not start");

@@ -71,15 +71,10 @@ impl Server {
             let mut tx = Some(tx);
             // Keep draining so the server never blocks on a full pipe.
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on http://")
+                if let Some(url) = berth::app::listening_url(&line)
                     && let Some(tx) = tx.take()
                 {
-                    let url = line[i + "listening on ".len()..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let _ = tx.send(url);
+                    let _ = tx.send(url.to_owned());
                 }
                 lines.lock().expect("log lock").push(line);
             }

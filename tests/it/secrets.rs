@@ -80,13 +80,8 @@ async fn no_secret_in_any_response_or_log_line() {
         if let Ok(chunk) = lines.recv_timeout(Duration::from_millis(200)) {
             log.push_str(&chunk);
         }
-        if let Some(i) = log.find("listening on http://") {
-            let rest = &log[i + "listening on ".len()..];
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned();
+        if let Some(url) = berth::app::listening_url(&log) {
+            break url.to_owned();
         }
         assert!(
             std::time::Instant::now() < deadline,
