@@ -99,6 +99,10 @@ impl Store {
         let pragmas = || {
             AnyPoolOptions::new()
                 .acquire_timeout(Duration::from_secs(10))
+                // A file on this machine does not hang up: no ping (a round trip to the
+                // connection's thread) before each use. The writer thread takes the write
+                // connection once per batch.
+                .test_before_acquire(false)
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
                         // WAL with synchronous=FULL: a commit that returned is on disk.
