@@ -367,7 +367,23 @@ pub fn listening_url(log_line: &str) -> Option<&str> {
 
 /// `berth serve`: runs until SIGINT or SIGTERM.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    // SQLite: one server per data directory, held by a lock until this process ends (the
+    // kernel lets go of it even when the process is killed).
+    let lock = match settings.database {
+        Database::Sqlite => lock_data_dir(&settings.data_dir)?,
+        Database::Postgres(_) => None,
+    };
     let (state, listener, addr) = prepare(settings).await?;
+    if lock.is_some() {
+        // No other process can hold a lease now: those left are a killed process's.
+        let released = state.store.release_every_lease().await?;
+        if released > 0 {
+            tracing::warn!(
+                deliveries = released,
+                "an earlier run stopped mid-attempt; sending its deliveries in flight again"
+            );
+        }
+    }
     tracing::info!(
         backend = ?state.store.backend(),
         "listening on http://{addr}"
@@ -384,6 +400,35 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Takes the SQLite data directory's lock (`berth.lock`), so a second `berth serve` on the
+/// same directory refuses to start rather than share the file. Answers None, with a
+/// warning, where the file system cannot lock.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<Option<std::fs::File>> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("invalid setting data_dir: cannot create {}", dir.display()))?;
+    let path = dir.join("berth.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another berth serve is using the data directory {} (it holds {}); stop it, or \
+             give this one another --data-dir",
+            dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::warn!(file = %path.display(), error = %e,
+                "cannot lock the data directory; make sure no other berth serve uses it");
+            Ok(None)
+        }
+    }
 }
 
 /// `berth migrate`: applies migrations and exits.

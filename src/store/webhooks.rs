@@ -905,6 +905,20 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// Releases every lease. Only for a server that knows no other process can hold one:
+    /// a SQLite server at start, holding its data directory's lock (see `app::serve`), for
+    /// which every lease left is a process's that died mid-attempt. Its deliveries go out
+    /// again at once (same `webhook-id`), not when the lease would have ended.
+    pub async fn release_every_lease(&self) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET locked_until = NULL, locked_by = NULL \
+             WHERE locked_until IS NOT NULL",
+        )
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// When the next pending delivery falls due (ignoring leases).
     pub async fn next_due_at(&self) -> Result<Option<i64>, sqlx::Error> {
         let row =

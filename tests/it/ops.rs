@@ -699,3 +699,27 @@ async fn ops_database_outage_answers_503_and_recovers() {
     drop(server);
     drop(proxy);
 }
+
+/// SQLite: a second `berth serve` on a data directory in use refuses to start, naming the
+/// directory, and the first one goes on answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_a_second_server_on_the_same_sqlite_directory_refuses_to_start() {
+    let db = Db::new(Backend::Sqlite).await;
+    let first = Server::start(db.dir.path(), None, &[]).await;
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(db.dir.path())
+        .env_remove("BERTH_DATABASE_URL")
+        .env_remove("BERTH_CONFIG")
+        .env("BERTH_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .expect("run a second berth serve");
+    assert!(!out.status.success(), "the second server started");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another berth serve is using the data directory")
+            && stderr.contains(&db.dir.path().display().to_string()),
+        "{stderr}"
+    );
+    assert_eq!(first.get("/api/v1/me").await.status, 200);
+}
