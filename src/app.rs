@@ -374,15 +374,20 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Database::Postgres(_) => None,
     };
     let (state, listener, addr) = prepare(settings).await?;
-    if lock.is_some() {
-        // No other process can hold a lease now: those left are a killed process's.
-        let released = state.store.release_every_lease().await?;
-        if released > 0 {
-            tracing::warn!(
-                deliveries = released,
-                "an earlier run stopped mid-attempt; sending its deliveries in flight again"
-            );
-        }
+    // Leases a killed process left: on SQLite, with the lock held, every one; on PostgreSQL,
+    // those under this node's name (names are distinct per node, so they are an earlier
+    // run's of this node; a node started under a new name leaves them to run out).
+    let released = if lock.is_some() {
+        state.store.release_every_lease().await?
+    } else {
+        let node = &state.settings.delivery.node;
+        state.store.release_leases(node).await?
+    };
+    if released > 0 {
+        tracing::warn!(
+            deliveries = released,
+            "an earlier run stopped mid-attempt; sending its deliveries in flight again"
+        );
     }
     tracing::info!(
         backend = ?state.store.backend(),
