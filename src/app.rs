@@ -82,12 +82,7 @@ pub async fn load_secret_key(settings: &Settings, store: &Store) -> anyhow::Resu
 /// Opens the configured database (creating the data directory and SQLite file as needed) and
 /// applies the embedded migrations.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
-        format!(
-            "invalid setting data_dir: cannot create {}",
-            settings.data_dir.display()
-        )
-    })?;
+    create_data_dir(&settings.data_dir)?;
     let store = match &settings.database {
         Database::Sqlite => Store::open_sqlite(&settings.data_dir).await?,
         Database::Postgres(url) => {
@@ -407,12 +402,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("invalid setting data_dir: cannot create {}", dir.display()))
+}
+
 /// Takes the SQLite data directory's lock (`berth.lock`), so a second `berth serve` on the
 /// same directory refuses to start rather than share the file. Answers None, with a
 /// warning, where the file system cannot lock.
 fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<Option<std::fs::File>> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("invalid setting data_dir: cannot create {}", dir.display()))?;
+    create_data_dir(dir)?;
     let path = dir.join("berth.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
