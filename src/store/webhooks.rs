@@ -897,7 +897,9 @@ impl Store {
     /// Releases the leases a node holds (on shutdown), so others can take them at once.
     pub async fn release_leases(&self, node: &str) -> Result<u64, sqlx::Error> {
         let done = sqlx::query(
-            "UPDATE deliveries SET locked_until = NULL, locked_by = NULL WHERE locked_by = $1",
+            // The first two terms let it read the small leased index, not the whole table.
+            "UPDATE deliveries SET locked_until = NULL, locked_by = NULL \
+             WHERE state = 'pending' AND locked_until IS NOT NULL AND locked_by = $1",
         )
         .bind(node)
         .execute(&self.write)
@@ -912,7 +914,7 @@ impl Store {
     pub async fn release_every_lease(&self) -> Result<u64, sqlx::Error> {
         let done = sqlx::query(
             "UPDATE deliveries SET locked_until = NULL, locked_by = NULL \
-             WHERE locked_until IS NOT NULL",
+             WHERE state = 'pending' AND locked_until IS NOT NULL",
         )
         .execute(&self.write)
         .await?;
