@@ -56,38 +56,151 @@ pub fn token_from(parts: &Parts, allow_bare: bool) -> Result<String, ApiError> {
     }
 }
 
-/// Authenticates `token` for a request from the client at `parts`: a client address that made
-/// too many failed authentications lately gets 429 before its token is looked at, and each
-/// failure counts against its address (`api::limits`).
-pub async fn authenticate_request(
+/// The credentials a route accepts.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Accept {
+    /// The API: `Authorization: Bearer <token>`, or, without an `Authorization` header, the
+    /// web UI's session cookie (a state-changing method must then carry the session's CSRF
+    /// token in `X-CSRF-Token`).
+    Api,
+    /// The Comet routes: `Bearer <token>` or a bare `Authorization: <token>`; no session.
+    Comet,
+    /// The web UI's pages: the session cookie only.
+    Page,
+}
+
+/// Who a request was authenticated as: the result of a bearer token's lookup, or a session.
+pub enum Authenticated<T> {
+    Token(T),
+    Session { caller: Caller, csrf: String },
+}
+
+/// **The one way a request is authenticated**, with the limits inside it. Every extractor
+/// ([`Auth`], [`ModelScope`], [`CometAuth`], the web UI's `Session`) and the sign-in form
+/// come through here, so a route cannot skip a limit by choosing another extractor. In order:
+///
+/// 1. a client address blocked for too many failed authentications gets 429 before its
+///    credentials are even read;
+/// 2. missing credentials are 401; a bearer token is looked up by its hash with `lookup`
+///    (the caller alone, or, for [`ModelScope`], the caller with the path's workspace and
+///    model in one read), a session cookie in the sessions table. Unknown ones count
+///    against the client address and get 401, or 429 when that failure was one too many;
+/// 3. the request counts against its token's rate limit (a session's against the token it
+///    was opened with): 429 when over;
+/// 4. a session's state-changing API call needs its CSRF token (403).
+pub async fn authenticate<T, Found>(
     state: &AppState,
     parts: &Parts,
-    token: &str,
-) -> Result<Caller, ApiError> {
+    accept: Accept,
+    lookup: impl FnOnce(String) -> Found,
+    caller_of: impl Fn(&T) -> &Caller,
+) -> Result<Authenticated<T>, ApiError>
+where
+    Found: Future<Output = Result<Option<T>, ApiError>>,
+{
     let ip = super::limits::client_ip(parts);
     if let Some(ip) = ip {
         state.limits.check_address(ip)?;
     }
-    match authenticate(state, token).await {
-        Err(ApiError::Unauthorized(message)) => {
-            if let Some(ip) = ip {
-                state.limits.auth_failed(ip)?;
-            }
-            Err(ApiError::Unauthorized(message))
+    let presented = presented(parts, accept)?;
+    let found = match presented {
+        Presented::Token(token) => {
+            let found = if token.is_empty() || token.len() > 512 {
+                None
+            } else {
+                lookup(hash_token(&token)).await?
+            };
+            found.map(Authenticated::Token)
         }
-        other => other,
+        Presented::Session(id) => {
+            let found = if id.is_empty() || id.len() > 256 {
+                None
+            } else {
+                state.store.session(&hash_token(&id)).await?
+            };
+            found.map(|(caller, csrf)| Authenticated::Session { caller, csrf })
+        }
+    };
+    let Some(found) = found else {
+        if let Some(ip) = ip {
+            state.limits.auth_failed(ip)?;
+        }
+        return Err(ApiError::Unauthorized(match accept {
+            Accept::Page => "the session expired or was closed; sign in again".into(),
+            _ => "invalid or revoked token".into(),
+        }));
+    };
+    let caller = match &found {
+        Authenticated::Token(t) => caller_of(t),
+        Authenticated::Session { caller, .. } => caller,
+    };
+    state.limits.check_token(&caller.token_id)?;
+    if let Authenticated::Session { csrf, .. } = &found {
+        let safe = matches!(
+            parts.method,
+            axum::http::Method::GET | axum::http::Method::HEAD
+        );
+        let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+        if accept == Accept::Api && !safe && sent != Some(csrf.as_str()) {
+            return Err(ApiError::Forbidden(
+                "missing or wrong X-CSRF-Token for a session request".into(),
+            ));
+        }
+    }
+    Ok(found)
+}
+
+/// Authenticates a token typed into the web UI's sign-in form, through [`authenticate`]'s
+/// limits: the form's token is treated as a bearer token of this request.
+pub async fn authenticate_sign_in(
+    state: &AppState,
+    parts: &Parts,
+    token: &str,
+) -> Result<Caller, ApiError> {
+    let mut parts = parts.clone();
+    parts.headers.remove(axum::http::header::COOKIE);
+    let value = axum::http::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+        .map_err(|_| ApiError::Unauthorized("invalid or revoked token".into()))?;
+    parts.headers.insert(AUTHORIZATION, value);
+    match authenticate(
+        state,
+        &parts,
+        Accept::Api,
+        |hash| lookup_caller(state, hash),
+        |c| c,
+    )
+    .await?
+    {
+        Authenticated::Token(caller) | Authenticated::Session { caller, .. } => Ok(caller),
     }
 }
 
-pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiError> {
-    if token.is_empty() || token.len() > 512 {
-        return Err(ApiError::Unauthorized("invalid or revoked token".into()));
+/// The bearer-token lookup of most routes: the token's caller alone.
+async fn lookup_caller(state: &AppState, hash: String) -> Result<Option<Caller>, ApiError> {
+    Ok(state.store.authenticate(&hash).await?)
+}
+
+/// What a request presents, by what its route accepts.
+enum Presented {
+    Token(String),
+    Session(String),
+}
+
+fn presented(parts: &Parts, accept: Accept) -> Result<Presented, ApiError> {
+    match accept {
+        Accept::Page => cookie(parts, SESSION_COOKIE)
+            .map(Presented::Session)
+            .ok_or_else(|| ApiError::Unauthorized("sign in first".into())),
+        Accept::Api => {
+            if parts.headers.get(AUTHORIZATION).is_none()
+                && let Some(id) = cookie(parts, SESSION_COOKIE)
+            {
+                return Ok(Presented::Session(id));
+            }
+            token_from(parts, false).map(Presented::Token)
+        }
+        Accept::Comet => token_from(parts, true).map(Presented::Token),
     }
-    state
-        .store
-        .authenticate(&hash_token(token))
-        .await?
-        .ok_or_else(|| ApiError::Unauthorized("invalid or revoked token".into()))
 }
 
 /// The name of the web UI's session cookie.
@@ -108,56 +221,34 @@ pub fn cookie(parts: &Parts, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-/// The user of a web UI session cookie, with the session's CSRF token.
-pub async fn session_caller(
-    state: &AppState,
-    parts: &Parts,
-) -> Result<Option<(Caller, String)>, ApiError> {
-    match cookie(parts, SESSION_COOKIE) {
-        Some(id) if !id.is_empty() && id.len() <= 256 => {
-            Ok(state.store.session(&hash_token(&id)).await?)
-        }
-        _ => Ok(None),
-    }
-}
-
-/// The authenticated caller of an API request: `Authorization: Bearer <token>`, or the web
-/// UI's session cookie, in which case a state-changing method must also carry the session's
-/// CSRF token in `X-CSRF-Token`. Each request counts against its token's rate limit (a
-/// session's against the token it was opened with).
+/// The authenticated caller of an API request ([`Accept::Api`], through [`authenticate`]).
 pub struct Auth(pub Caller);
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if parts.headers.get(AUTHORIZATION).is_none()
-            && let Some((caller, csrf)) = session_caller(state, parts).await?
+        match authenticate(
+            state,
+            parts,
+            Accept::Api,
+            |hash| lookup_caller(state, hash),
+            |c| c,
+        )
+        .await?
         {
-            let safe = matches!(
-                parts.method,
-                axum::http::Method::GET | axum::http::Method::HEAD
-            );
-            let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-            if !safe && sent != Some(csrf.as_str()) {
-                return Err(ApiError::Forbidden(
-                    "missing or wrong X-CSRF-Token for a session request".into(),
-                ));
+            Authenticated::Token(caller) | Authenticated::Session { caller, .. } => {
+                Ok(Auth(caller))
             }
-            state.limits.check_token(&caller.token_id)?;
-            return Ok(Auth(caller));
         }
-        let token = token_from(parts, false)?;
-        let caller = authenticate_request(state, parts, &token).await?;
-        state.limits.check_token(&caller.token_id)?;
-        Ok(Auth(caller))
     }
 }
 
 /// The caller, their access to the path's workspace `{ws}`, and the path's model `{model}`:
 /// the same answers, errors and order of checks as [`Auth`], [`workspace`] and [`model_ref`]
-/// in turn (401, then 404 for the workspace, then 404 for the model), found with one query
-/// for a bearer token. This is the hot path of every model-scoped write.
+/// in turn (429 and 401 from [`authenticate`], then 404 for the workspace, then 404 for the
+/// model), found with one query for a bearer token. This is the hot path of every
+/// model-scoped write.
 pub struct ModelScope {
     pub caller: Caller,
     pub ws: WorkspaceAccess,
@@ -187,22 +278,22 @@ impl FromRequestParts<AppState> for ModelScope {
                 "ModelScope on a route without {{ws}} and {{model}}"
             )));
         };
-        if parts.headers.get(AUTHORIZATION).is_none() {
-            // A web UI session: the three steps, as every other route takes them.
-            let Auth(caller) = Auth::from_request_parts(parts, state).await?;
-            let ws = workspace(state, &caller, &ws_name).await?;
-            let model = model_ref(state, &ws, &model_name).await?;
-            return Ok(ModelScope { caller, ws, model });
-        }
-        let token = token_from(parts, false)?;
-        if token.is_empty() || token.len() > 512 {
-            return Err(ApiError::Unauthorized("invalid or revoked token".into()));
-        }
-        let row = state
-            .store
-            .model_scope(&hash_token(&token), &ws_name, &model_name)
-            .await?
-            .ok_or_else(|| ApiError::Unauthorized("invalid or revoked token".into()))?;
+        let (ws_ref, model_ref_name) = (&ws_name, &model_name);
+        let lookup = |hash: String| async move {
+            Ok(state
+                .store
+                .model_scope(&hash, ws_ref, model_ref_name)
+                .await?)
+        };
+        let row = match authenticate(state, parts, Accept::Api, lookup, |row| &row.caller).await? {
+            Authenticated::Token(row) => row,
+            Authenticated::Session { caller, .. } => {
+                // A web UI session: the workspace and the model as every other route finds them.
+                let ws = workspace(state, &caller, &ws_name).await?;
+                let model = model_ref(state, &ws, &model_name).await?;
+                return Ok(ModelScope { caller, ws, model });
+            }
+        };
         let ws = row
             .workspace
             .ok_or_else(|| ApiError::not_found("workspace"))?;
@@ -221,17 +312,27 @@ impl FromRequestParts<AppState> for ModelScope {
     }
 }
 
-/// Like [`Auth`], but also accepts a bare `Authorization: <token>` (the Comet routes).
+/// Like [`Auth`], but also accepts a bare `Authorization: <token>` (the Comet routes), and no
+/// session.
 pub struct CometAuth(pub Caller);
 
 impl FromRequestParts<AppState> for CometAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = token_from(parts, true)?;
-        let caller = authenticate_request(state, parts, &token).await?;
-        state.limits.check_token(&caller.token_id)?;
-        Ok(CometAuth(caller))
+        match authenticate(
+            state,
+            parts,
+            Accept::Comet,
+            |hash| lookup_caller(state, hash),
+            |c| c,
+        )
+        .await?
+        {
+            Authenticated::Token(caller) | Authenticated::Session { caller, .. } => {
+                Ok(CometAuth(caller))
+            }
+        }
     }
 }
 

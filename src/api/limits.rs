@@ -8,16 +8,18 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::HashMapStateStore;
+use governor::{Quota, RateLimiter};
 
 use crate::config::RateLimitSettings;
 use crate::error::ApiError;
@@ -35,32 +37,77 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Every how many checks the limiters forget keys that are back to a fresh state.
 const PRUNE_EVERY: u64 = 4096;
 
+/// The clock of the limiters: monotonic time since the limits were made, which a test (or a
+/// tool) may stop with [`RateLimits::pause_clock`] so that no budget refills while it looks.
+#[derive(Clone)]
+pub struct LimitClock {
+    start: Instant,
+    /// While paused, the time it stopped at in nanoseconds, plus one; 0 while running.
+    paused: Arc<AtomicU64>,
+}
+
+impl Clock for LimitClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        match self.paused.load(Ordering::Relaxed) {
+            0 => self.start.elapsed(),
+            at => Duration::from_nanos(at - 1),
+        }
+    }
+}
+
+type Keyed<K> = RateLimiter<K, HashMapStateStore<K>, LimitClock, NoOpMiddleware<Duration>>;
+
 /// The rate limiters of one node. Limits are per node: with several nodes behind a load
 /// balancer, a token may make up to the limit on each.
 pub struct RateLimits {
-    per_token: Option<DefaultKeyedRateLimiter<String>>,
-    failed_auth: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    /// Addresses whose failed authentications went over the limit, until when.
-    blocked: Mutex<HashMap<IpAddr, Instant>>,
-    clock: DefaultClock,
+    per_token: Option<Keyed<String>>,
+    failed_auth: Option<Keyed<IpAddr>>,
+    /// Addresses whose failed authentications went over the limit, until when (clock time).
+    blocked: Mutex<HashMap<IpAddr, Duration>>,
+    clock: LimitClock,
     checks: AtomicU64,
 }
 
 impl RateLimits {
     pub fn new(settings: RateLimitSettings) -> RateLimits {
+        let clock = LimitClock {
+            start: Instant::now(),
+            paused: Arc::new(AtomicU64::new(0)),
+        };
         let per_token = NonZeroU32::new(settings.per_second).map(|rate| {
             let burst = NonZeroU32::new(settings.burst).unwrap_or(rate);
-            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+            RateLimiter::hashmap_with_clock(
+                Quota::per_second(rate).allow_burst(burst),
+                clock.clone(),
+            )
         });
-        let failed_auth = NonZeroU32::new(settings.auth_failures_per_minute)
-            .map(|n| RateLimiter::keyed(Quota::per_minute(n).allow_burst(n)));
+        let failed_auth = NonZeroU32::new(settings.auth_failures_per_minute).map(|n| {
+            RateLimiter::hashmap_with_clock(Quota::per_minute(n).allow_burst(n), clock.clone())
+        });
         RateLimits {
             per_token,
             failed_auth,
             blocked: Mutex::new(HashMap::new()),
-            clock: DefaultClock::default(),
+            clock,
             checks: AtomicU64::new(0),
         }
+    }
+
+    /// Stops the limiters' clock: no budget refills and no block ends until
+    /// [`resume_clock`](Self::resume_clock). For tests that must see a limit hold while they
+    /// send many requests, however slow the machine.
+    pub fn pause_clock(&self) {
+        let now = self.clock.now();
+        let nanos = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX - 1);
+        self.clock.paused.store(nanos + 1, Ordering::Relaxed);
+    }
+
+    /// Lets the limiters' clock run again; it jumps to the real time, so budgets refill for
+    /// the pause at once (the clock never goes back).
+    pub fn resume_clock(&self) {
+        self.clock.paused.store(0, Ordering::Relaxed);
     }
 
     /// Counts one request of the token `token_id`; 429 when it is over its rate.
@@ -89,7 +136,7 @@ impl RateLimits {
         if self.failed_auth.is_none() {
             return Ok(());
         }
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut blocked = self.blocked.lock().unwrap_or_else(|e| e.into_inner());
         match blocked.get(&ip) {
             Some(until) if *until > now => Err(too_many_failures(*until - now)),
@@ -114,7 +161,7 @@ impl RateLimits {
                 let wait = not_until
                     .wait_time_from(self.clock.now())
                     .max(Duration::from_secs(1));
-                let now = Instant::now();
+                let now = self.clock.now();
                 let mut blocked = self.blocked.lock().unwrap_or_else(|e| e.into_inner());
                 blocked.retain(|_, until| *until > now);
                 blocked.insert(ip, now + wait);
@@ -252,6 +299,25 @@ mod tests {
         }
         // Another token has its own budget.
         assert!(limits.check_token("t2").is_ok());
+    }
+
+    #[test]
+    fn a_paused_clock_refills_nothing() {
+        let limits = RateLimits::new(RateLimitSettings {
+            per_second: 1000,
+            burst: 2,
+            auth_failures_per_minute: 0,
+        });
+        limits.pause_clock();
+        assert!(limits.check_token("t").is_ok());
+        assert!(limits.check_token("t").is_ok());
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(limits.check_token("t").is_err(), "refilled while paused");
+        limits.resume_clock();
+        assert!(
+            limits.check_token("t").is_ok(),
+            "20 ms at 1000/s refill two"
+        );
     }
 
     #[test]

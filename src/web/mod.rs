@@ -18,7 +18,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use serde::Deserialize;
 
-use crate::api::auth::{SESSION_COOKIE, authenticate_request, cookie, hash_token, session_caller};
+use crate::api::auth::{
+    Accept, Authenticated, SESSION_COOKIE, authenticate, authenticate_sign_in, cookie, hash_token,
+};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::store::{Caller, now_micros};
@@ -62,12 +64,28 @@ impl FromRequestParts<AppState> for Session {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        match session_caller(state, parts).await {
-            Ok(Some((caller, csrf))) => Ok(Session { caller, csrf }),
-            Ok(None) => Err(Redirect::to("/login").into_response()),
-            Err(e) => Err(e.into_response()),
-        }
+        session(state, parts).await?.ok_or_else(to_sign_in)
     }
+}
+
+/// The request's session, through the one gate every route takes (`auth::authenticate`: the
+/// blocked-address check, the failed-authentication count and the token's rate limit). `None`
+/// when there is no valid session; other refusals (429) come back as their answer.
+async fn session(state: &AppState, parts: &Parts) -> Result<Option<Session>, Response> {
+    let no_token = |_| async { Ok::<Option<Caller>, ApiError>(None) };
+    match authenticate(state, parts, Accept::Page, no_token, |c| c).await {
+        Ok(Authenticated::Session { caller, csrf }) => Ok(Some(Session { caller, csrf })),
+        Ok(Authenticated::Token(_)) | Err(ApiError::Unauthorized(_)) => Ok(None),
+        Err(e) => Err(e.into_response()),
+    }
+}
+
+/// The way to the sign-in page, forgetting a session cookie that no longer opens a session.
+fn to_sign_in() -> Response {
+    let mut resp = Redirect::to("/login").into_response();
+    resp.headers_mut()
+        .append(SET_COOKIE, cookie_header(SESSION_COOKIE, "", 0));
+    resp
 }
 
 fn cookie_header(name: &str, value: &str, max_age: i64) -> HeaderValue {
@@ -76,16 +94,16 @@ fn cookie_header(name: &str, value: &str, max_age: i64) -> HeaderValue {
 }
 
 async fn home(State(state): State<AppState>, parts: Parts) -> Response {
-    match session_caller(&state, &parts).await {
-        Ok(Some((caller, _))) => match state.store.workspaces_of(caller.user_id).await {
+    match session(&state, &parts).await {
+        Ok(Some(Session { caller, .. })) => match state.store.workspaces_of(caller.user_id).await {
             Ok(list) => match list.first() {
                 Some(ws) => Redirect::to(&format!("/w/{}", ws.name)).into_response(),
                 None => pages::no_workspace(&caller).into_response(),
             },
             Err(e) => ApiError::from(e).into_response(),
         },
-        Ok(None) => Redirect::to("/login").into_response(),
-        Err(e) => e.into_response(),
+        Ok(None) => to_sign_in(),
+        Err(resp) => resp,
     }
 }
 
@@ -122,7 +140,7 @@ async fn login(
             StatusCode::FORBIDDEN,
         );
     }
-    let caller = match authenticate_request(&state, &parts, form.token.trim()).await {
+    let caller = match authenticate_sign_in(&state, &parts, &form.token).await {
         Ok(c) => c,
         Err(ApiError::Unauthorized(_)) => {
             return retry("That token is not valid.", StatusCode::UNAUTHORIZED);

@@ -14,10 +14,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use berth::config::{RateLimitSettings, Settings};
+
 use crate::conformance;
 use crate::helpers::{ADMIN_TOKEN, Backend, TestApp, TestReceiver};
 
 conformance!(every_operation_answers_every_caller_as_the_table_says);
+conformance!(every_operation_is_rate_limited);
 
 /// The kinds of caller, in the order of each row's statuses.
 const ROLES: [&str; 7] = [
@@ -261,6 +264,8 @@ struct Ctx {
     tokens: Vec<Option<String>>,
     hook_id: String,
     delivery_id: String,
+    /// The id of the member's revoked token.
+    revoked_id: String,
     fresh: AtomicUsize,
 }
 
@@ -551,13 +556,29 @@ impl Ctx {
     /// Sends a request as the caller of `role`; answers the status and the body (JSON, or the
     /// text as a JSON string).
     async fn send(&self, role: usize, method: &str, req: &Req) -> (u16, Value) {
+        self.send_as(self.tokens[role].as_deref(), None, method, req)
+            .await
+    }
+
+    /// Sends a request with `token` as its bearer token, or `session` as its session cookie
+    /// (with the session's CSRF token taken as sent: a rate limit comes first).
+    async fn send_as(
+        &self,
+        token: Option<&str>,
+        session: Option<&str>,
+        method: &str,
+        req: &Req,
+    ) -> (u16, Value) {
         let method = Method::from_bytes(method.as_bytes()).expect("method");
         let mut r = self
             .app
             .client
             .request(method, format!("{}{}", self.app.base, req.path));
-        if let Some(t) = &self.tokens[role] {
+        if let Some(t) = token {
             r = r.bearer_auth(t);
+        }
+        if let Some(id) = session {
+            r = r.header("cookie", format!("berth_session={id}"));
         }
         if let Some(b) = &req.body {
             r = r.json(b);
@@ -680,71 +701,8 @@ async fn every_operation_answers_every_caller_as_the_table_says(backend: Backend
         "TABLE rows not in openapi.json: {extra:?}"
     );
 
-    let receiver = TestReceiver::start().await;
-    assert!(receiver.url.starts_with("http://127.0.0.1:"));
-    let app = TestApp::spawn(backend).await;
-    app.workspace(WS).await;
-    app.model(WS, "m").await;
-    let member = app.user("member").await;
-    let ws_admin = app.user("wsadmin").await;
-    let outsider = app.user("outsider").await;
-    app.add_member(WS, "member", "member").await;
-    app.add_member(WS, "wsadmin", "admin").await;
-    // A revoked token of the member.
-    let (s, b) = app
-        .post_empty(ADMIN_TOKEN, "/api/v1/users/member/tokens")
-        .await;
-    assert_eq!(s.as_u16(), 201, "{b}");
-    let revoked = b["token"].as_str().expect("token").to_owned();
-    let revoked_id = b["id"].as_str().expect("id").to_owned();
-    let (s, b) = app
-        .delete(
-            ADMIN_TOKEN,
-            &format!("/api/v1/users/member/tokens/{revoked_id}"),
-        )
-        .await;
-    assert_eq!(s.as_u16(), 204, "{b}");
-    // A webhook to the receiver, and a delivery for it.
-    let (s, hook) = app
-        .post(
-            ADMIN_TOKEN,
-            &format!("/api/v1/workspaces/{WS}/models/m/webhooks"),
-            json!({"name": "matrix-hook", "url": format!("{}/matrix", receiver.url),
-                   "triggers": ["MODEL_VERSION_CREATED"]}),
-        )
-        .await;
-    assert_eq!(s.as_u16(), 201, "{hook}");
-    let hook_id = hook["id"].as_str().expect("id").to_owned();
-    app.version(WS, "m", json!({"version": "1.0.0"})).await;
-    let _ = app.worker.run_once().await;
-    let (s, list) = app
-        .get(
-            ADMIN_TOKEN,
-            &format!("/api/v1/workspaces/{WS}/models/m/webhooks/{hook_id}/deliveries"),
-        )
-        .await;
-    assert_eq!(s.as_u16(), 200, "{list}");
-    let delivery_id = list["items"][0]["id"]
-        .as_str()
-        .expect("a delivery")
-        .to_owned();
-
-    let ctx = Ctx {
-        app,
-        receiver,
-        tokens: vec![
-            None,
-            Some("berth_not_a_real_token_at_all_000000".into()),
-            Some(revoked),
-            Some(outsider),
-            Some(member),
-            Some(ws_admin),
-            Some(ADMIN_TOKEN.into()),
-        ],
-        hook_id,
-        delivery_id,
-        fresh: AtomicUsize::new(0),
-    };
+    let ctx = setup(backend, |_| {}).await;
+    let revoked_id = ctx.revoked_id.clone();
 
     let mut failures = Vec::new();
     for (method, template, expected) in TABLE {
@@ -806,6 +764,215 @@ async fn every_operation_answers_every_caller_as_the_table_says(backend: Backend
     assert!(
         !ctx.receiver.received().is_empty(),
         "Test Webhook reached the receiver"
+    );
+    ctx.app.stop().await;
+}
+
+/// The fixtures of the matrix: a workspace with a model, a member, a workspace admin, an
+/// outsider, a revoked token, a webhook to the loopback receiver and one delivery. `tune`
+/// adjusts the server's settings first.
+async fn setup(backend: Backend, tune: impl FnOnce(&mut Settings)) -> Ctx {
+    let receiver = TestReceiver::start().await;
+    assert!(receiver.url.starts_with("http://127.0.0.1:"));
+    let app = TestApp::spawn_with(backend, tune).await;
+    app.workspace(WS).await;
+    app.model(WS, "m").await;
+    let member = app.user("member").await;
+    let ws_admin = app.user("wsadmin").await;
+    let outsider = app.user("outsider").await;
+    app.add_member(WS, "member", "member").await;
+    app.add_member(WS, "wsadmin", "admin").await;
+    // A revoked token of the member.
+    let (s, b) = app
+        .post_empty(ADMIN_TOKEN, "/api/v1/users/member/tokens")
+        .await;
+    assert_eq!(s.as_u16(), 201, "{b}");
+    let revoked = b["token"].as_str().expect("token").to_owned();
+    let revoked_id = b["id"].as_str().expect("id").to_owned();
+    let (s, b) = app
+        .delete(
+            ADMIN_TOKEN,
+            &format!("/api/v1/users/member/tokens/{revoked_id}"),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 204, "{b}");
+    // A webhook to the receiver, and a delivery for it.
+    let (s, hook) = app
+        .post(
+            ADMIN_TOKEN,
+            &format!("/api/v1/workspaces/{WS}/models/m/webhooks"),
+            json!({"name": "matrix-hook", "url": format!("{}/matrix", receiver.url),
+                   "triggers": ["MODEL_VERSION_CREATED"]}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 201, "{hook}");
+    let hook_id = hook["id"].as_str().expect("id").to_owned();
+    app.version(WS, "m", json!({"version": "1.0.0"})).await;
+    let _ = app.worker.run_once().await;
+    let (s, list) = app
+        .get(
+            ADMIN_TOKEN,
+            &format!("/api/v1/workspaces/{WS}/models/m/webhooks/{hook_id}/deliveries"),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{list}");
+    let delivery_id = list["items"][0]["id"]
+        .as_str()
+        .expect("a delivery")
+        .to_owned();
+
+    Ctx {
+        app,
+        receiver,
+        tokens: vec![
+            None,
+            Some("berth_not_a_real_token_at_all_000000".into()),
+            Some(revoked),
+            Some(outsider),
+            Some(member),
+            Some(ws_admin),
+            Some(ADMIN_TOKEN.into()),
+        ],
+        hook_id,
+        delivery_id,
+        revoked_id,
+        fresh: AtomicUsize::new(0),
+    }
+}
+
+/// The rate-limit column of the matrix: every documented operation that needs authentication
+/// answers 429 for a token over its rate (as a bearer token and as the session opened with it)
+/// and for a client address blocked after too many failed authentications, whatever token it
+/// then sends; the public ones (`public(…)` in the table: health and metrics, for load
+/// balancers and scrapers) are not limited. The web UI's pages take the same gate. The
+/// limiters' clock is paused, so no budget refills during the sweep however slow the machine.
+async fn every_operation_is_rate_limited(backend: Backend) {
+    let ctx = setup(backend, |s: &mut Settings| {
+        s.rate_limit = RateLimitSettings {
+            per_second: 1,
+            burst: 5000,
+            auth_failures_per_minute: 3,
+        };
+    })
+    .await;
+    // A second token of the server admin, and a session opened with it: exhausted below.
+    let (s, b) = ctx
+        .app
+        .post_empty(ADMIN_TOKEN, "/api/v1/users/admin/tokens")
+        .await;
+    assert_eq!(s.as_u16(), 201, "{b}");
+    let spent = b["token"].as_str().expect("token").to_owned();
+    let spent_id = b["id"].as_str().expect("id").to_owned();
+    let session = ctx.app.sign_in(&spent).await;
+    // Two requests of each operation, prepared while nothing is limited yet.
+    let mut ops = Vec::new();
+    for (method, template, expected) in TABLE {
+        let public = *expected == public(expected[0]);
+        let first = ctx.prepare(method, template).await;
+        let second = ctx.prepare(method, template).await;
+        ops.push((*method, *template, public, first, second));
+    }
+    let pages = ["/w/w", "/w/w/m/m", "/w/w/audit", "/"];
+
+    ctx.app.limits.pause_clock();
+    while ctx.app.limits.check_token(&spent_id).is_ok() {}
+    let mut failures = Vec::new();
+    let mut expect = |what: String, got: (u16, Value), public: bool, about: &str| {
+        let (status, body) = got;
+        if public {
+            if status == 429 {
+                failures.push(format!("{what}: a public operation answered 429"));
+            }
+        } else if status != 429
+            || body["error"]["code"] != json!("rate_limited")
+            || !body["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains(about)
+        {
+            failures.push(format!(
+                "{what}: expected 429 about {about}, got {status} {body}"
+            ));
+        }
+    };
+    for (method, template, public, req, _) in &ops {
+        let got = ctx.send_as(Some(&spent), None, method, req).await;
+        expect(
+            format!("{method} {template} with a spent token"),
+            got,
+            *public,
+            "token",
+        );
+        if !template.starts_with("/api/rest/") {
+            let got = ctx.send_as(None, Some(&session), method, req).await;
+            expect(
+                format!("{method} {template} in a spent session"),
+                got,
+                *public,
+                "token",
+            );
+        }
+    }
+    for page in pages {
+        let req = Req {
+            path: page.into(),
+            body: None,
+        };
+        let got = ctx.send_as(None, Some(&session), "GET", &req).await;
+        expect(
+            format!("page {page} in a spent session"),
+            got,
+            false,
+            "token",
+        );
+    }
+
+    // Three failed authentications are allowed; the fourth blocks the address (127.0.0.1,
+    // every request of this test).
+    let bad = Req {
+        path: "/api/v1/me".into(),
+        body: None,
+    };
+    for _ in 0..3 {
+        let (s, b) = ctx.send_as(Some("berth_wrong"), None, "GET", &bad).await;
+        assert_eq!(s, 401, "{b}");
+    }
+    let (s, b) = ctx.send_as(Some("berth_wrong"), None, "GET", &bad).await;
+    assert_eq!(s, 429, "{b}");
+    for (method, template, public, _, req) in &ops {
+        let got = ctx.send_as(Some(ADMIN_TOKEN), None, method, req).await;
+        expect(
+            format!("{method} {template} from a blocked address"),
+            got,
+            *public,
+            "address",
+        );
+        let got = ctx.send_as(None, None, method, req).await;
+        expect(
+            format!("{method} {template} without a token from a blocked address"),
+            got,
+            *public,
+            "address",
+        );
+    }
+    for page in pages {
+        let req = Req {
+            path: page.into(),
+            body: None,
+        };
+        let got = ctx.send_as(None, Some(&session), "GET", &req).await;
+        expect(
+            format!("page {page} from a blocked address"),
+            got,
+            false,
+            "address",
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{} operations skipped a limit:\n{}",
+        failures.len(),
+        failures.join("\n")
     );
     ctx.app.stop().await;
 }

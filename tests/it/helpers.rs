@@ -108,6 +108,8 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<()>>,
     store: berth::store::Store,
     pub worker: berth::delivery::worker::Worker,
+    /// The server's rate limiters (tests pause their clock).
+    pub limits: std::sync::Arc<berth::api::limits::RateLimits>,
     // Declared last: dropped after the server is asked to stop.
     pg: Option<PgDatabase>,
 }
@@ -149,6 +151,7 @@ impl TestApp {
         let (state, listener, addr) = berth::app::prepare(settings).await.expect("prepare");
         let store = state.store.clone();
         let worker = state.worker.clone();
+        let limits = state.limits.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let _ = berth::app::run(state, listener, async {
@@ -166,6 +169,7 @@ impl TestApp {
             server: Some(server),
             store,
             worker,
+            limits,
             pg,
         }
     }
