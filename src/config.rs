@@ -83,6 +83,10 @@ pub struct Overrides {
     /// Longest wait for a PostgreSQL connection before a request answers 503, e.g. 3s
     #[arg(long, env = "BERTH_DATABASE_ACQUIRE_TIMEOUT", value_name = "DURATION")]
     pub database_acquire_timeout: Option<String>,
+    /// Believe a reverse proxy's X-Forwarded-Proto / Forwarded header (true or false): the
+    /// web UI's cookies are then marked Secure for requests that arrived over HTTPS
+    #[arg(long, env = "BERTH_TRUST_FORWARDED_PROTO", value_name = "BOOL")]
+    pub trust_forwarded_proto: Option<bool>,
 }
 
 /// The optional configuration file. Unknown keys are an error, so a typo is caught.
@@ -109,6 +113,7 @@ struct FileConfig {
     auth_failures_per_minute: Option<u32>,
     auto_disable_after: Option<String>,
     database_acquire_timeout: Option<String>,
+    trust_forwarded_proto: Option<bool>,
 }
 
 /// Which database to use.
@@ -168,6 +173,9 @@ pub struct Settings {
     /// Delivery attempts older than this many days are deleted (0: never).
     pub retention_days: u32,
     pub rate_limit: RateLimitSettings,
+    /// Whether the web UI believes `X-Forwarded-Proto` / `Forwarded: proto=` (set it only
+    /// behind a reverse proxy that sets or strips those headers).
+    pub trust_forwarded_proto: bool,
 }
 
 /// Request rate limits (see `api::limits`).
@@ -303,6 +311,7 @@ impl Settings {
             shutdown_grace: Duration::from_secs(20),
             role: Role::All,
             retention_days: 30,
+            trust_forwarded_proto: false,
             rate_limit: RateLimitSettings::default(),
         }
     }
@@ -548,6 +557,10 @@ impl Settings {
             shutdown_grace,
             role,
             retention_days,
+            trust_forwarded_proto: over
+                .trust_forwarded_proto
+                .or(file.trust_forwarded_proto)
+                .unwrap_or(false),
             rate_limit,
         })
     }

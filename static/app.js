@@ -80,7 +80,7 @@
       await navigator.clipboard.writeText(text);
       return true;
     } catch (_) {
-      const area = el('textarea', { style: 'position:fixed;opacity:0' });
+      const area = el('textarea', { class: 'offscreen' });
       area.value = text;
       document.body.append(area);
       area.select();

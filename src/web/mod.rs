@@ -45,6 +45,86 @@ pub fn router() -> Router<AppState> {
         .route("/static/app.js", get(app_js))
         .route("/static/app.css", get(app_css))
         .route("/favicon.ico", get(favicon))
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// The policy of every page: Berth's own script, style and images only, no inline script or
+/// style, no plugin, no framing (clickjacking), forms and `fetch` to Berth alone.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; \
+     frame-ancestors 'none'; base-uri 'none'";
+
+/// Adds the browser protections to every answer of the web UI.
+async fn security_headers(mut resp: Response) -> Response {
+    let headers = resp.headers_mut();
+    for (name, value) in [
+        ("content-security-policy", CONTENT_SECURITY_POLICY),
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "same-origin"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    resp
+}
+
+/// Whether the request reached Berth over HTTPS. Berth itself serves plain HTTP, so only a
+/// reverse proxy can say so, and only when `trust_forwarded_proto` is set: its
+/// `X-Forwarded-Proto: https` or `Forwarded: proto=https`.
+fn over_https(state: &AppState, headers: &HeaderMap) -> bool {
+    if !state.settings.trust_forwarded_proto {
+        return false;
+    }
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+    };
+    if let Some(proto) = first("x-forwarded-proto") {
+        return proto == "https";
+    }
+    first("forwarded").is_some_and(|element| {
+        element.split(';').any(|pair| {
+            pair.trim().split_once('=').is_some_and(|(k, v)| {
+                k.eq_ignore_ascii_case("proto") && v.trim_matches('"') == "https"
+            })
+        })
+    })
+}
+
+/// Whether a form POST came from Berth's own pages. A browser sends `Origin` with every POST:
+/// one naming another site than the `Host` it was sent to (or `null`) is refused, as is
+/// `Sec-Fetch-Site: cross-site`. A client that sends neither (curl, scripts) is not a browser
+/// a foreign page could drive, and passes (the form's CSRF cookie still applies).
+fn same_origin(parts: &Parts) -> bool {
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    if header("sec-fetch-site") == Some("cross-site") {
+        return false;
+    }
+    let Some(origin) = parts.headers.get(axum::http::header::ORIGIN) else {
+        return true;
+    };
+    let host = header("host").or_else(|| parts.uri.authority().map(|a| a.as_str()));
+    let (Ok(origin), Some(host)) = (origin.to_str(), host) else {
+        return false;
+    };
+    let Ok(url) = url::Url::parse(origin) else {
+        return false;
+    };
+    let Some(origin_host) = url.host_str() else {
+        return false;
+    };
+    let default_port = match url.scheme() {
+        "http" => 80,
+        "https" => 443,
+        _ => return false,
+    };
+    let port = url.port().unwrap_or(default_port);
+    let with_port = format!("{origin_host}:{port}");
+    host.eq_ignore_ascii_case(&with_port)
+        || (url.port().is_none() && host.eq_ignore_ascii_case(origin_host))
 }
 
 fn random_token() -> String {
@@ -64,7 +144,10 @@ impl FromRequestParts<AppState> for Session {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        session(state, parts).await?.ok_or_else(to_sign_in)
+        let secure = over_https(state, &parts.headers);
+        session(state, parts)
+            .await?
+            .ok_or_else(|| to_sign_in(secure))
     }
 }
 
@@ -81,15 +164,19 @@ async fn session(state: &AppState, parts: &Parts) -> Result<Option<Session>, Res
 }
 
 /// The way to the sign-in page, forgetting a session cookie that no longer opens a session.
-fn to_sign_in() -> Response {
+fn to_sign_in(secure: bool) -> Response {
     let mut resp = Redirect::to("/login").into_response();
     resp.headers_mut()
-        .append(SET_COOKIE, cookie_header(SESSION_COOKIE, "", 0));
+        .append(SET_COOKIE, cookie_header(SESSION_COOKIE, "", 0, secure));
     resp
 }
 
-fn cookie_header(name: &str, value: &str, max_age: i64) -> HeaderValue {
-    let text = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}");
+/// A cookie of the web UI: HttpOnly, SameSite=Strict, and Secure when the request came over
+/// HTTPS (see [`over_https`]).
+fn cookie_header(name: &str, value: &str, max_age: i64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    let text =
+        format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
@@ -102,16 +189,18 @@ async fn home(State(state): State<AppState>, parts: Parts) -> Response {
             },
             Err(e) => ApiError::from(e).into_response(),
         },
-        Ok(None) => to_sign_in(),
+        Ok(None) => to_sign_in(over_https(&state, &parts.headers)),
         Err(resp) => resp,
     }
 }
 
-async fn login_page() -> Response {
+async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let csrf = random_token();
     let mut resp = pages::login(&csrf, None).into_response();
-    resp.headers_mut()
-        .append(SET_COOKIE, cookie_header(LOGIN_CSRF_COOKIE, &csrf, 3600));
+    resp.headers_mut().append(
+        SET_COOKIE,
+        cookie_header(LOGIN_CSRF_COOKIE, &csrf, 3600, over_https(&state, &headers)),
+    );
     resp
 }
 
@@ -127,13 +216,22 @@ async fn login(
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Response {
     let expected = cookie(&parts, LOGIN_CSRF_COOKIE);
+    let secure = over_https(&state, &parts.headers);
     let retry = |message: &str, status: StatusCode| {
         let csrf = random_token();
         let mut resp = (status, pages::login(&csrf, Some(message))).into_response();
-        resp.headers_mut()
-            .append(SET_COOKIE, cookie_header(LOGIN_CSRF_COOKIE, &csrf, 3600));
+        resp.headers_mut().append(
+            SET_COOKIE,
+            cookie_header(LOGIN_CSRF_COOKIE, &csrf, 3600, secure),
+        );
         resp
     };
+    if !same_origin(&parts) {
+        return retry(
+            "This sign-in came from another site's page. Sign in from Berth's own page.",
+            StatusCode::FORBIDDEN,
+        );
+    }
     if expected.as_deref() != Some(form.csrf.as_str()) || form.csrf.is_empty() {
         return retry(
             "The sign-in form expired. Please try again.",
@@ -166,10 +264,10 @@ async fn login(
     let mut resp = Redirect::to("/").into_response();
     resp.headers_mut().append(
         SET_COOKIE,
-        cookie_header(SESSION_COOKIE, &session_id, SESSION_HOURS * 3600),
+        cookie_header(SESSION_COOKIE, &session_id, SESSION_HOURS * 3600, secure),
     );
     resp.headers_mut()
-        .append(SET_COOKIE, cookie_header(LOGIN_CSRF_COOKIE, "", 0));
+        .append(SET_COOKIE, cookie_header(LOGIN_CSRF_COOKIE, "", 0, secure));
     resp
 }
 
@@ -184,17 +282,22 @@ async fn logout(
     headers: HeaderMap,
     axum::Form(form): axum::Form<LogoutForm>,
 ) -> Response {
-    if form.csrf != session.csrf {
-        return (StatusCode::FORBIDDEN, "wrong CSRF token").into_response();
-    }
     let (mut parts, ()) = axum::http::Request::new(()).into_parts();
     parts.headers = headers;
+    if form.csrf != session.csrf || !same_origin(&parts) {
+        return (
+            StatusCode::FORBIDDEN,
+            "wrong CSRF token or a foreign origin",
+        )
+            .into_response();
+    }
+    let secure = over_https(&state, &parts.headers);
     if let Some(id) = cookie(&parts, SESSION_COOKIE) {
         let _ = state.store.delete_session(&hash_token(&id)).await;
     }
     let mut resp = Redirect::to("/login").into_response();
     resp.headers_mut()
-        .append(SET_COOKIE, cookie_header(SESSION_COOKIE, "", 0));
+        .append(SET_COOKIE, cookie_header(SESSION_COOKIE, "", 0, secure));
     resp
 }
 

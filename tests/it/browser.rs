@@ -256,6 +256,14 @@ async fn launch(app: &TestApp) -> (Browser, Ui, tokio::task::JoinHandle<()>) {
         }
     });
 
+    // A Content-Security-Policy violation (an inline style or script the policy refuses) is a
+    // problem too: Chromium only logs it, so every page reports it as a console error.
+    page.evaluate_on_new_document(
+        "document.addEventListener('securitypolicyviolation', e => console.error(\
+         'CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI + ' ' + e.sourceFile + ':' + e.lineNumber))",
+    )
+    .await
+    .expect("CSP listener");
     for name in ["clipboard-read", "clipboard-write"] {
         let params = SetPermissionParams::builder()
             .permission(PermissionDescriptor::new(name))

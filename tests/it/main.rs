@@ -19,5 +19,6 @@ mod registry;
 mod scale;
 mod secrets;
 mod smoke;
+mod web_security;
 mod webhook_config;
 mod webhooks;
