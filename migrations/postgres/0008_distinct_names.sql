@@ -37,6 +37,12 @@ UPDATE model_versions SET precedence_clash = 1 WHERE EXISTS (
 CREATE UNIQUE INDEX model_versions_precedence ON model_versions (model_id, sort_key)
     WHERE precedence_clash = 0;
 
+-- The start-up report reads the marked rows only: small indexes of (usually) nothing, so
+-- it need not scan the tables.
+CREATE INDEX models_name_clashes ON models (workspace_id) WHERE name_clash = 1;
+CREATE INDEX model_versions_precedence_clashes ON model_versions (model_id)
+    WHERE precedence_clash = 1;
+
 -- Webhook names are Unicode: their key (NFC and case folding, `domain::name_key`) is computed
 -- in Rust, on every insert and rename, and at start for the rows written before this
 -- migration. A legacy row whose key is taken keeps NULL, which the index does not hold.
