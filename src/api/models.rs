@@ -114,7 +114,13 @@ async fn create_model(
         .store
         .create_model(ws.id, name.as_str(), &description, &caller.username)
         .await
-        .map_err(|e| ApiError::unique(e, "name", "a model with this name already exists"))?;
+        .map_err(|e| {
+            ApiError::unique(
+                e,
+                "name",
+                "a model with this name (ignoring case) already exists",
+            )
+        })?;
     Ok((StatusCode::CREATED, Json(m.into())))
 }
 
@@ -197,7 +203,13 @@ async fn patch_model(
             },
         )
         .await
-        .map_err(|e| ApiError::unique(e, "name", "a model with this name already exists"))?;
+        .map_err(|e| {
+            ApiError::unique(
+                e,
+                "name",
+                "a model with this name (ignoring case) already exists",
+            )
+        })?;
     Ok(Json(m.into()))
 }
 

@@ -108,11 +108,13 @@ async fn create_user(
 ) -> Result<(StatusCode, Json<UserOut>), ApiError> {
     require_server_admin(&caller)?;
     let name = Username::parse(&input.username)?;
-    let user = state
-        .store
-        .create_user(name.as_str())
-        .await
-        .map_err(|e| ApiError::unique(e, "username", "a user with this name already exists"))?;
+    let user = state.store.create_user(name.as_str()).await.map_err(|e| {
+        ApiError::unique(
+            e,
+            "username",
+            "a user with this name (ignoring case) already exists",
+        )
+    })?;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 

@@ -13,7 +13,7 @@ use super::auth::{Auth, ModelScope, model_ref, require_ws_admin, workspace};
 use super::extract::{ApiJson, ApiPath, ApiQuery, PageQuery, double_option, paginate, parse_limit};
 use super::{ErrorResponses, rfc3339};
 use crate::app::AppState;
-use crate::domain::{Role, Tag, VersionNumber, check_text};
+use crate::domain::{Role, StatusName, Tag, VersionNumber, check_text};
 use crate::error::ApiError;
 use crate::store::{
     Decision, ModelRef, NewVersion, StatusRequest, Version, VersionCursor, WorkspaceAccess,
@@ -179,7 +179,12 @@ async fn check_status(
 ) -> Result<bool, ApiError> {
     let statuses = state.store.statuses(ws.id).await?;
     match statuses.iter().find(|s| s.name == status) {
-        Some(s) => Ok(s.review_required),
+        // A look-alike of a status that needs review (kept from before look-alikes were
+        // refused: `Prоduction` beside `Production`) needs review too.
+        Some(s) => Ok(s.review_required
+            || statuses
+                .iter()
+                .any(|o| o.review_required && StatusName::looks_like(&o.name, &s.name))),
         None => {
             let names: Vec<&str> = statuses.iter().map(|s| s.name.as_str()).collect();
             Err(ApiError::invalid(
@@ -250,17 +255,33 @@ async fn create_version(
         description,
         created_by: caller.username,
     };
-    let v = state.store.create_version(&mref, &new).await.map_err(|e| {
-        ApiError::unique(
-            e,
-            "version",
-            format!(
-                "version {} of this model already exists",
-                new.version.as_str()
-            ),
-        )
-    })?;
+    let v = match state.store.create_version(&mref, &new).await {
+        Ok(v) => v,
+        Err(e) if crate::store::is_unique_violation(&e) => {
+            return Err(duplicate_version(&state, &mref, &new.version).await);
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok((StatusCode::CREATED, Json(v.into())))
+}
+
+/// The 409 for a version whose precedence the model already has, naming the one it has: build
+/// metadata does not make a different version (semver §10), so `1.0.0+build` is refused
+/// beside `1.0.0`.
+async fn duplicate_version(state: &AppState, mref: &ModelRef, number: &VersionNumber) -> ApiError {
+    let existing = match state.store.version_like(mref.model_id, number).await {
+        Ok(existing) => existing,
+        Err(e) => return e.into(),
+    };
+    let message = match existing {
+        Some(v) if v != number.as_str() => format!(
+            "version {v} of this model has the same precedence as {} (build metadata does \
+             not make a different version)",
+            number.as_str()
+        ),
+        _ => format!("version {} of this model already exists", number.as_str()),
+    };
+    ApiError::conflict("version", message)
 }
 
 /// The versions of a model, newest first by semver precedence.

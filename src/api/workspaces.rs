@@ -119,7 +119,13 @@ async fn create_workspace(
         .store
         .create_workspace(name.as_str(), caller.user_id)
         .await
-        .map_err(|e| ApiError::unique(e, "name", "a workspace with this name already exists"))?;
+        .map_err(|e| {
+            ApiError::unique(
+                e,
+                "name",
+                "a workspace with this name (ignoring case) already exists",
+            )
+        })?;
     Ok((
         StatusCode::CREATED,
         Json(WorkspaceOut {
@@ -290,8 +296,21 @@ async fn put_statuses(
     for (i, s) in input.statuses.iter().enumerate() {
         let field = format!("statuses[{i}].name");
         let name = StatusName::parse(&field, &s.name)?;
-        if defs.iter().any(|d| d.name == name.as_str()) {
-            return Err(ApiError::invalid(field, "status names must be unique"));
+        if let Some(d) = defs
+            .iter()
+            .find(|d| StatusName::looks_like(&d.name, name.as_str()))
+        {
+            let message = if d.name == name.as_str() {
+                "status names must be unique".to_owned()
+            } else {
+                format!(
+                    "status `{}` looks like `{}`: status names must not look alike (compared \
+                     ignoring case, Unicode normal form and confusable characters)",
+                    name.as_str(),
+                    d.name
+                )
+            };
+            return Err(ApiError::invalid(field, message));
         }
         defs.push(StatusDef {
             name: name.as_str().to_owned(),

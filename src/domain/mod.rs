@@ -9,7 +9,10 @@ mod version;
 mod webhook;
 
 pub use event::{EventPayload, EventTrigger};
-pub use names::{ModelName, Role, StatusName, Tag, Username, WorkspaceName};
+pub use names::{
+    ModelName, Role, StatusName, Tag, Username, WorkspaceName, look_alike_key, name_chars_problem,
+    name_key,
+};
 pub use version::VersionNumber;
 pub use webhook::{
     MAX_HEADERS, MAX_URL_LEN, WebhookUrl, parse_headers, parse_secret, parse_triggers,

@@ -1,6 +1,58 @@
-//! Names and small values that appear in URLs and payloads.
+//! Names and small values that appear in URLs and payloads, and how names are compared.
+//!
+//! Names are stored as given and compared by a key, so that two names a person would take
+//! for the same one cannot coexist (README → Names):
+//! - users, workspaces and models have ASCII names ([`parse_slug`]): compared ignoring case
+//!   (the database enforces it with a unique index on `LOWER(name)`);
+//! - webhook names and tags: compared by [`name_key`], canonical caseless matching (Unicode
+//!   NFC and full case folding), so `café` in NFC and in NFD, or `prod` and `PROD`, are one;
+//! - statuses: compared by [`look_alike_key`], the confusable skeleton (Unicode TS #39) of
+//!   the name key, so `Production` and `Prоduction` (a Cyrillic `о`) are one too.
+//!
+//! Every name, tag and status refuses surrounding white space, control characters and format
+//! characters (category Cf: zero-width spaces and joiners, bidi overrides), which are
+//! invisible ([`name_chars_problem`]).
+
+use caseless::Caseless;
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 use super::Invalid;
+
+/// The key two names are compared by: canonical caseless matching (Unicode §3.13), that is
+/// NFD, full case folding, then NFC. `café` (NFC or NFD), `Café` and `CAFÉ` share a key.
+pub fn name_key(value: &str) -> String {
+    value.chars().nfd().default_case_fold().nfc().collect()
+}
+
+/// The key two look-alike names share: the confusable skeleton (Unicode TS #39) of their
+/// [`name_key`]. `Production` and `Prоduction` (a Cyrillic `о`) share one; so do `rn` and `m`.
+pub fn look_alike_key(value: &str) -> String {
+    unicode_security::skeleton(&name_key(value)).collect()
+}
+
+/// What is wrong with the characters of a name, tag or status, if anything: white space at
+/// either end, a control character, or a format character (category Cf: zero-width spaces
+/// and joiners, bidi overrides, soft hyphens…), which shows as nothing and so makes two
+/// different names look the same. The answer completes a sentence ("a tag must not …").
+pub fn name_chars_problem(value: &str) -> Option<String> {
+    if value.trim() != value {
+        return Some("must not start or end with white space".into());
+    }
+    if value.chars().any(char::is_control) {
+        return Some("must not contain control characters".into());
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| c.general_category() == GeneralCategory::Format)
+    {
+        return Some(format!(
+            "must not contain invisible format characters (U+{:04X})",
+            u32::from(c)
+        ));
+    }
+    None
+}
 
 /// Checks a name used in a URL path: 1..=max characters from `[A-Za-z0-9._-]`, starting with a
 /// letter or digit.
@@ -77,9 +129,28 @@ slug_type!(
     100
 );
 
-/// A version tag: 1–100 characters, no control characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Tag(String);
+/// A version tag: 1–100 characters, none of them control or format characters, no white
+/// space at either end. Two tags are the same tag when their [`name_key`]s are equal (`prod`,
+/// `Prod` and `PROD` are one tag); a tag keeps the text it was first given.
+#[derive(Debug, Clone)]
+pub struct Tag {
+    text: String,
+    key: String,
+}
+
+impl PartialEq for Tag {
+    fn eq(&self, other: &Tag) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Tag {}
+
+impl std::hash::Hash for Tag {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
+}
 
 impl Tag {
     pub fn parse(field: &str, value: &str) -> Result<Self, Invalid> {
@@ -90,16 +161,16 @@ impl Tag {
         if n > 100 {
             return Err(Invalid::new(field, "a tag must be at most 100 characters"));
         }
-        if value.chars().any(char::is_control) {
-            return Err(Invalid::new(
-                field,
-                "a tag must not contain control characters",
-            ));
+        if let Some(problem) = name_chars_problem(value) {
+            return Err(Invalid::new(field, format!("a tag {problem}")));
         }
-        Ok(Tag(value.to_owned()))
+        Ok(Tag {
+            text: value.to_owned(),
+            key: name_key(value),
+        })
     }
 
-    /// Parses a list of tags, dropping duplicates but keeping the first-seen order.
+    /// Parses a list of tags, dropping duplicates (by key) but keeping the first-seen order.
     pub fn parse_set(field: &str, values: &[String]) -> Result<Vec<Tag>, Invalid> {
         if values.len() > 1000 {
             return Err(Invalid::new(field, "at most 1000 tags"));
@@ -115,15 +186,22 @@ impl Tag {
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// True when stored tag text `other` is this tag.
+    pub fn is(&self, other: &str) -> bool {
+        self.key == name_key(other)
     }
 
     pub fn into_string(self) -> String {
-        self.0
+        self.text
     }
 }
 
-/// The name of a status ("Production"): 1–50 characters, no control characters.
+/// The name of a status ("Production"): 1–50 characters, none of them control or format
+/// characters, no white space at either end. Two statuses of a workspace may not look alike
+/// ([`StatusName::looks_like`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StatusName(String);
 
@@ -145,13 +223,16 @@ impl StatusName {
                 "a status name must be at most 50 characters",
             ));
         }
-        if value.chars().any(char::is_control) {
-            return Err(Invalid::new(
-                field,
-                "a status name must not contain control characters",
-            ));
+        if let Some(problem) = name_chars_problem(value) {
+            return Err(Invalid::new(field, format!("a status name {problem}")));
         }
         Ok(StatusName(value.to_owned()))
+    }
+
+    /// True when status names `a` and `b` would be taken for one another: equal after NFC
+    /// and case folding, or confusable (the same [`look_alike_key`]).
+    pub fn looks_like(a: &str, b: &str) -> bool {
+        look_alike_key(a) == look_alike_key(b)
     }
 
     pub fn as_str(&self) -> &str {
@@ -215,5 +296,86 @@ mod tests {
         assert!(StatusName::parse("s", "Production").is_ok());
         assert!(StatusName::parse("s", " x").is_err());
         assert!(StatusName::parse("s", "").is_err());
+        for bad in [
+            "Pro\u{200B}duction",
+            "\u{202E}noitcudorP",
+            "Prod\u{AD}uction",
+        ] {
+            let err = StatusName::parse("statuses[1].name", bad).unwrap_err();
+            assert_eq!(err.field, "statuses[1].name");
+            assert!(err.message.contains("format characters"), "{bad}: {err:?}");
+        }
+        // Cyrillic о (U+043E) in the middle: a look-alike of the Latin name.
+        assert!(StatusName::looks_like("Production", "Pr\u{43E}duction"));
+        assert!(StatusName::looks_like("Production", "PRODUCTION"));
+        assert!(StatusName::looks_like("Production", "production"));
+        assert!(!StatusName::looks_like("Production", "Staging"));
+        assert!(!StatusName::looks_like("Production", "Productions"));
+        // A name all in Cyrillic is a name of its own.
+        assert!(StatusName::parse("s", "Производство").is_ok());
+        assert!(!StatusName::looks_like("Production", "Производство"));
+    }
+
+    #[test]
+    fn name_keys_join_normal_forms_and_cases() {
+        let nfc = "caf\u{E9}";
+        let nfd = "cafe\u{301}";
+        assert_ne!(nfc, nfd);
+        assert_eq!(name_key(nfc), name_key(nfd));
+        assert_eq!(name_key("CAF\u{C9}"), name_key(nfd));
+        assert_eq!(name_key("ResNet"), name_key("RESNET"));
+        assert_eq!(
+            name_key("Stra\u{DF}e"),
+            name_key("STRASSE"),
+            "full case folding"
+        );
+        assert_ne!(name_key("resnet"), name_key("resnet2"));
+        assert_ne!(
+            name_key("prod"),
+            name_key("pr\u{43E}d"),
+            "no skeleton in name keys"
+        );
+    }
+
+    #[test]
+    fn invisible_and_padded_names_are_refused() {
+        assert_eq!(name_chars_problem("prod"), None);
+        assert_eq!(name_chars_problem("my hook"), None);
+        assert_eq!(name_chars_problem("caf\u{E9}"), None);
+        for bad in [
+            "pr\u{200B}od",
+            "pr\u{200D}od",
+            "\u{FEFF}prod",
+            "pr\u{2066}od",
+            " prod",
+            "prod\u{A0}",
+            "prod\n",
+            "pr\u{7}od",
+        ] {
+            assert!(name_chars_problem(bad).is_some(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tags_are_one_tag_by_key() {
+        let err = Tag::parse_set("tags", &["prod".into(), "pr\u{200B}od".into()]).unwrap_err();
+        assert_eq!(err.field, "tags[1]");
+        assert!(err.message.contains("U+200B"), "{err:?}");
+        assert!(Tag::parse("t", " prod").is_err());
+        assert!(Tag::parse("t", "prod ").is_err());
+        let set = Tag::parse_set(
+            "tags",
+            &[
+                "prod".into(),
+                "PROD".into(),
+                "caf\u{E9}".into(),
+                "cafe\u{301}".into(),
+            ],
+        )
+        .unwrap();
+        let kept: Vec<&str> = set.iter().map(Tag::as_str).collect();
+        assert_eq!(kept, ["prod", "caf\u{E9}"], "the first-seen text is kept");
+        assert!(set[0].is("Prod"));
+        assert!(!set[0].is("prod2"));
     }
 }

@@ -31,14 +31,20 @@ impl VersionNumber {
         &self.text
     }
 
-    /// A string whose byte order is semver precedence order (build metadata ignored).
+    /// A string whose byte order is semver precedence order (build metadata ignored): two
+    /// versions have the same key exactly when they have the same precedence, which is what
+    /// makes a version unique in its model (`1.0.0` and `1.0.0+build` cannot coexist).
     ///
     /// Layout: major, minor and patch as 20-digit numbers, then `-` and the pre-release
     /// identifiers for a pre-release, or `~` for a release (so a release sorts after its
-    /// pre-releases). Each pre-release identifier is `0` and a 20-digit number when numeric, or
-    /// `1` and the text when alphanumeric (numeric identifiers have lower precedence), joined by `!`,
-    /// which sorts below every character an identifier may hold; a shorter list of otherwise
-    /// equal identifiers is a prefix and so sorts first.
+    /// pre-releases). Each pre-release identifier is `0` and its number when numeric, or `1`
+    /// and the text when alphanumeric (numeric identifiers have lower precedence), joined by
+    /// `!`, which sorts below every character an identifier may hold; a shorter list of
+    /// otherwise equal identifiers is a prefix and so sorts first. A number of up to 20
+    /// digits (every `u64`) is zero-padded to 20; a longer one (semver sets no bound) is `:`,
+    /// its length in 3 digits and its digits: `:` sorts above every digit, so it comes after
+    /// every shorter number, and among long numbers the longer is the larger. (Numeric
+    /// identifiers have no leading zeros, and a version is at most 128 characters.)
     pub fn sort_key(&self) -> String {
         let v = &self.parsed;
         let mut key = format!("{:020}.{:020}.{:020}", v.major, v.minor, v.patch);
@@ -51,12 +57,15 @@ impl VersionNumber {
                     key.push('!');
                 }
                 let numeric = !ident.is_empty() && ident.bytes().all(|b| b.is_ascii_digit());
-                match ident.parse::<u64>() {
-                    Ok(n) if numeric => key.push_str(&format!("0{n:020}")),
-                    _ => {
-                        key.push('1');
-                        key.push_str(ident);
-                    }
+                if numeric && ident.len() <= 20 {
+                    key.push('0');
+                    key.push_str(&format!("{ident:0>20}"));
+                } else if numeric {
+                    key.push_str(&format!("0:{:03}", ident.len()));
+                    key.push_str(ident);
+                } else {
+                    key.push('1');
+                    key.push_str(ident);
                 }
             }
         }
@@ -108,10 +117,53 @@ mod tests {
             assert!(a < b);
         }
         assert_eq!(key("1.0.0+build.1"), key("1.0.0"));
+        for same in ["1.0.0+build", "1.0.0+build.2", "1.0.0+001"] {
+            assert_eq!(
+                key(same),
+                key("1.0.0"),
+                "{same}: build metadata is not precedence"
+            );
+        }
+        assert_eq!(key("1.0.0-rc.1+a"), key("1.0.0-rc.1+b"));
         assert!(key("1.0.0-a") < key("1.0.0-a-b"), "a prefix sorts first");
         assert!(
             key("1.0.0-a.b") < key("1.0.0-a-b"),
             "the separator sorts below '-'"
         );
+    }
+
+    #[test]
+    fn numbers_too_big_for_u64_still_sort_as_numbers() {
+        let huge = "1.0.0-99999999999999999999999";
+        let ordered = [
+            "1.0.0-0",
+            "1.0.0-18446744073709551615",
+            "1.0.0-18446744073709551616",
+            "1.0.0-99999999999999999999",
+            "1.0.0-100000000000000000000",
+            huge,
+            "1.0.0-100000000000000000000000",
+            "1.0.0-1a",
+            "1.0.0-a",
+            "1.0.0",
+        ];
+        for pair in ordered.windows(2) {
+            assert!(key(pair[0]) < key(pair[1]), "{} < {}", pair[0], pair[1]);
+            let a = semver::Version::parse(pair[0]).unwrap();
+            let b = semver::Version::parse(pair[1]).unwrap();
+            assert!(a < b, "semver agrees: {} < {}", pair[0], pair[1]);
+        }
+        assert!(
+            key(&format!("{huge}.1")) > key(huge),
+            "a longer list sorts after"
+        );
+        assert!(key(&format!("{huge}.1")) < key("1.0.0-100000000000000000000000"));
+        // Every u64 keeps the key it had before long numbers were handled.
+        assert_eq!(
+            key("1.0.0-7"),
+            format!("{:020}.{:020}.{:020}-0{:020}", 1, 0, 0, 7)
+        );
+        // Leading zeros are not valid semver, so a number has one spelling.
+        assert!(VersionNumber::parse("v", "1.0.0-007").is_err());
     }
 }

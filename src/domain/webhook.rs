@@ -179,7 +179,9 @@ pub fn parse_triggers(field: &str, values: &[String]) -> Result<Vec<EventTrigger
     Ok(out)
 }
 
-/// Parses a webhook name: 1-100 characters without control characters.
+/// Parses a webhook name: 1-100 characters, none of them control or format characters, no
+/// white space at either end. Names are unique in a model by [`super::name_key`] (Unicode NFC
+/// and case folding): `café` in NFC and in NFD, or `Slack` and `slack`, are one name.
 pub fn parse_webhook_name(field: &str, value: &str) -> Result<String, Invalid> {
     let n = value.chars().count();
     if value.trim().is_empty() {
@@ -188,8 +190,8 @@ pub fn parse_webhook_name(field: &str, value: &str) -> Result<String, Invalid> {
     if n > 100 {
         return Err(Invalid::new(field, "must be at most 100 characters"));
     }
-    if value.chars().any(char::is_control) {
-        return Err(Invalid::new(field, "must not contain control characters"));
+    if let Some(problem) = super::name_chars_problem(value) {
+        return Err(Invalid::new(field, problem));
     }
     Ok(value.to_owned())
 }
@@ -294,5 +296,19 @@ mod tests {
             parse_triggers("triggers", &["MODEL_TAG_CHANGED".into()]).unwrap(),
             vec![EventTrigger::ModelTagChanged]
         );
+    }
+
+    #[test]
+    fn webhook_names() {
+        assert_eq!(parse_webhook_name("name", "my hook").unwrap(), "my hook");
+        assert_eq!(
+            parse_webhook_name("name", "cafe\u{301}").unwrap(),
+            "cafe\u{301}",
+            "stored as given"
+        );
+        for bad in [" x", "x ", "x\u{200B}y", "\u{202E}x", "x\ty", ""] {
+            let err = parse_webhook_name("name", bad).unwrap_err();
+            assert_eq!(err.field, "name", "{bad:?}");
+        }
     }
 }

@@ -23,6 +23,7 @@ mod events;
 mod fast;
 mod group;
 mod models;
+mod names;
 mod users;
 mod versions;
 mod webhooks;
@@ -44,6 +45,7 @@ pub use audit::{
 pub use events::{EventCursor, EventRecord};
 pub use fast::NextLease;
 pub use models::{DeleteModel, Model, ModelPatch, ModelScopeRow};
+pub use names::NameClash;
 pub use users::{Caller, TokenInfo, User};
 pub use versions::{
     Decision, NewVersion, StatusRequest, StatusRequestCursor, Version, VersionCursor,
@@ -160,7 +162,8 @@ impl Store {
         })
     }
 
-    /// Applies the embedded migrations of this backend.
+    /// Applies the embedded migrations of this backend, then reports the names that
+    /// collide ([`Store::check_names`]).
     pub async fn migrate(&self) -> anyhow::Result<()> {
         let migrator = match self.backend {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
@@ -170,6 +173,9 @@ impl Store {
             .run(&self.write)
             .await
             .context("applying database migrations")?;
+        self.check_names()
+            .await
+            .context("checking names for look-alikes (migration 0008)")?;
         Ok(())
     }
 

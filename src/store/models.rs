@@ -71,7 +71,8 @@ fn model_from_row(row: &sqlx::any::AnyRow) -> Result<Model, sqlx::Error> {
 }
 
 impl Store {
-    /// Creates a model, with its `model.created` audit row. A taken name is a unique violation.
+    /// Creates a model, with its `model.created` audit row. A taken name (ignoring case) is a
+    /// unique violation.
     pub async fn create_model(
         &self,
         workspace_id: i64,
@@ -168,7 +169,9 @@ impl Store {
             .transpose()
     }
 
-    /// Renames a model and/or changes its description. A taken name is a unique violation.
+    /// Renames a model and/or changes its description. A taken name (ignoring case) is a
+    /// unique violation. A rename clears `name_clash` (a name kept from before names were
+    /// compared: see `names.rs`), so the new name must be free.
     pub async fn update_model(
         &self,
         model: &ModelRef,
@@ -176,7 +179,9 @@ impl Store {
     ) -> Result<Model, sqlx::Error> {
         sqlx::query(
             "UPDATE models SET name = COALESCE($2, name), \
-             description = COALESCE($3, description), updated_at = $4 WHERE id = $1",
+             description = COALESCE($3, description), updated_at = $4, \
+             name_clash = CASE WHEN $2 IS NULL OR $2 = name THEN name_clash ELSE 0 END \
+             WHERE id = $1",
         )
         .bind(model.model_id)
         .bind(patch.name.as_deref())

@@ -129,8 +129,9 @@ const REQUEST_SELECT: &str = "SELECT r.id, m.name AS model_name, v.version, r.st
     JOIN models m ON m.id = v.model_id ";
 
 impl Store {
-    /// Creates a version and its MODEL_VERSION_CREATED event. A duplicate number is a unique
-    /// violation.
+    /// Creates a version and its MODEL_VERSION_CREATED event. A number of the same precedence
+    /// as one the model has (`1.0.0+build` beside `1.0.0`) is a unique violation (the index
+    /// `model_versions_precedence` on the sort key); see [`Store::version_like`].
     pub async fn create_version(
         &self,
         model: &ModelRef,
@@ -218,6 +219,24 @@ impl Store {
         rows.iter().map(version_from_row).collect()
     }
 
+    /// The version of a model with the same semver precedence as `number` (equal but for
+    /// build metadata), if there is one: what a new version cannot coexist with.
+    pub async fn version_like(
+        &self,
+        model_id: i64,
+        number: &VersionNumber,
+    ) -> Result<Option<String>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT version FROM model_versions WHERE model_id = $1 AND sort_key = $2 \
+             ORDER BY id LIMIT 1",
+        )
+        .bind(model_id)
+        .bind(number.sort_key())
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| r.try_get("version")).transpose()
+    }
+
     pub async fn get_version(
         &self,
         model_id: i64,
@@ -288,7 +307,8 @@ impl Store {
         Ok(Some(v))
     }
 
-    /// Adds and removes tags; writes MODEL_TAG_CHANGED only when the set really changed.
+    /// Adds and removes tags (compared by `Tag::is`); writes MODEL_TAG_CHANGED only when the
+    /// set really changed.
     /// `None` when there is no such version.
     pub async fn change_tags(
         &self,
@@ -303,13 +323,15 @@ impl Store {
             return Ok(None);
         };
         let before = v.tags.clone();
+        // Tags are one tag when their keys match (`prod`, `PROD`): removing `PROD` removes
+        // `prod`, and adding `PROD` to a version tagged `prod` changes nothing.
         let mut tags: Vec<String> = before
             .iter()
-            .filter(|t| !remove.iter().any(|r| r.as_str() == t.as_str()))
+            .filter(|t| !remove.iter().any(|r| r.is(t)))
             .cloned()
             .collect();
         for t in add {
-            if !tags.iter().any(|x| x == t.as_str()) {
+            if !tags.iter().any(|x| t.is(x)) {
                 tags.push(t.as_str().to_owned());
             }
         }

@@ -8,6 +8,7 @@ use super::audit::{AuditAction, AuditEntry, SYSTEM_ACTOR, iso, webhook_changes, 
 use super::fast::NextLease;
 use super::group::Db;
 use super::{Backend, Store, now_micros};
+use crate::domain::name_key;
 
 /// A webhook as stored. Secret fields are AES-GCM ciphertexts (see `delivery::crypto`).
 #[derive(Debug, Clone)]
@@ -324,9 +325,9 @@ impl Store {
         sqlx::query(
             "INSERT INTO webhooks (id, workspace_id, model_id, name, url, secret_enc, triggers, \
              headers, github_actions, enabled, disabled_reason, signing_key_enc, created_at, \
-             updated_at, disabled_after_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13, $13, \
-             CASE WHEN $10 = 0 THEN (SELECT COALESCE(MAX(seq), 0) FROM events) END)",
+             updated_at, disabled_after_seq, name_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+             $9, $10, $11, $12, $13, $13, \
+             CASE WHEN $10 = 0 THEN (SELECT COALESCE(MAX(seq), 0) FROM events) END, $14)",
         )
         .bind(w.id.as_str())
         .bind(w.workspace_id)
@@ -341,6 +342,7 @@ impl Store {
         .bind(w.disabled_reason.as_deref())
         .bind(w.signing_key_enc.as_str())
         .bind(w.created_at)
+        .bind(name_key(&w.name))
         .execute(&mut *tx)
         .await?;
         if let Some((workspace_id, target)) = self.webhook_target(&mut tx, &w.id).await? {
@@ -391,7 +393,8 @@ impl Store {
              disabled_after_seq = CASE WHEN $8 = 0 AND enabled = 1 \
                THEN (SELECT COALESCE(MAX(seq), 0) FROM events) \
                WHEN $8 = 1 THEN NULL ELSE disabled_after_seq END, \
-             failing_since = CASE WHEN $8 = 1 AND enabled = 0 THEN NULL ELSE failing_since END \
+             failing_since = CASE WHEN $8 = 1 AND enabled = 0 THEN NULL ELSE failing_since END, \
+             name_key = CASE WHEN name_key IS NULL AND name = $2 THEN NULL ELSE $11 END \
              WHERE id = $1",
         )
         .bind(w.id.as_str())
@@ -404,6 +407,7 @@ impl Store {
         .bind(i64::from(w.enabled))
         .bind(w.disabled_reason.as_deref())
         .bind(now_micros())
+        .bind(name_key(&w.name))
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {

@@ -11,6 +11,7 @@ mod cli;
 mod delivery;
 mod fuzz;
 mod limits;
+mod names;
 mod openapi;
 mod ops;
 mod ops_disable;
