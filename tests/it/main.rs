@@ -15,6 +15,7 @@ mod openapi;
 mod ops;
 mod ops_disable;
 mod process;
+mod readme;
 mod registry;
 mod scale;
 mod secrets;
