@@ -49,8 +49,13 @@ fn readme_samples_match_a_fresh_run() {
 fn readme_check_fails_when_a_sample_drifts() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).expect("read README.md");
-    let sample = r#"{"triggers":["MODEL_VERSION_CREATED","MODEL_STATUS_CHANGED"],"hasSecret":true}"#;
-    assert_eq!(readme.matches(sample).count(), 1, "the sample this test breaks");
+    let sample =
+        r#"{"triggers":["MODEL_VERSION_CREATED","MODEL_STATUS_CHANGED"],"hasSecret":true}"#;
+    assert_eq!(
+        readme.matches(sample).count(),
+        1,
+        "the sample this test breaks"
+    );
     let drifted = readme.replace(sample, &sample.replace("true", "false"));
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("README.md");
