@@ -22,6 +22,13 @@ if [ ! -x /usr/bin/chromium ]; then
   apt-get update -qq && apt-get install -y -qq chromium >/dev/null
 fi
 
+# curl and jq: the README's walk-through uses them, and tests/it/readme.rs runs it.
+if ! command -v curl >/dev/null 2>&1 || ! command -v jq >/dev/null 2>&1; then
+  echo "installing curl and jq"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq curl jq >/dev/null
+fi
+
 # Schemathesis: the fuzz test (tests/it/fuzz.rs) runs it from this venv, pinned. A missing
 # one fails that test; it is never skipped.
 ST_VERSION=4.32.5

@@ -16,6 +16,7 @@ mod openapi;
 mod ops;
 mod ops_disable;
 mod process;
+mod readme;
 mod registry;
 mod scale;
 mod secrets;
