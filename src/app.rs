@@ -1,7 +1,7 @@
 //! Wiring: opens the store, creates the first admin, builds the router, and runs the server
 //! until it is told to stop.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -84,7 +84,10 @@ pub async fn load_secret_key(settings: &Settings, store: &Store) -> anyhow::Resu
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     create_data_dir(&settings.data_dir)?;
     let store = match &settings.database {
-        Database::Sqlite => Store::open_sqlite(&settings.data_dir).await?,
+        Database::Sqlite => {
+            make_sqlite_files_private(&settings.data_dir)?;
+            Store::open_sqlite(&settings.data_dir).await?
+        }
         Database::Postgres(url) => {
             Store::open_postgres(
                 url,
@@ -215,6 +218,7 @@ pub async fn run(
     let grace = state.settings.shutdown_grace;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut stopping = stop_rx.clone();
+    let stop_rx_http = stop_rx.clone();
     let role = state.settings.role;
     let worker = role
         .runs_worker()
@@ -235,28 +239,34 @@ pub async fn run(
             ));
         }
     }
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        })
-        .into_future();
-    // Requests in flight get the grace period too; then the server stops waiting for them.
-    let served = tokio::select! {
-        served = server => served.context("serving HTTP"),
+    let connections = state.settings.connections;
+    let cap = crate::connections::connection_cap(&state.settings, open_file_limit());
+    let app = router(state);
+    let server = crate::connections::serve(listener, app, connections, cap, stop_rx_http);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    // Requests in flight get the grace period too; then the server stops waiting for them
+    // and closes their connections (dropping `server` drops them).
+    tokio::select! {
+        () = async { tokio::join!(server, shutdown); } => {}
         () = async {
             let _ = stopping.wait_for(|stop| *stop).await;
             tokio::time::sleep(grace).await;
         } => {
             tracing::warn!("requests still in flight at the end of the shutdown grace; closing them");
-            Ok(())
         }
-    };
+    }
     if let Some(w) = worker {
         let _ = w.await;
     }
-    served
+    Ok(())
+}
+
+/// This process's soft open-file limit (None: unlimited or unknown).
+fn open_file_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
 }
 
 /// On PostgreSQL, wakes this node's worker when any node commits deliveries (`NOTIFY
@@ -302,16 +312,35 @@ async fn listen_for_deliveries(
     }
 }
 
-/// Prepares the store and binds the listener: everything `serve` does before it serves.
+/// Binds the listener and prepares the store: everything `serve` does before it serves.
 pub async fn prepare(settings: Settings) -> anyhow::Result<(AppState, TcpListener, SocketAddr)> {
+    let listener = bind(&settings).await?;
+    prepare_with(settings, listener).await
+}
+
+/// Binds `listen`. It comes before anything is created, so a taken port leaves no trace.
+pub async fn bind(settings: &Settings) -> anyhow::Result<TcpListener> {
+    let addr = settings.listen;
+    TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "cannot listen on {addr}: the address is already in use (another process listens \
+             there; stop it, or give Berth another --listen / BERTH_LISTEN)"
+        ),
+        std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
+            "cannot listen on {addr}: permission denied (ports below 1024 need privileges; \
+             choose another --listen / BERTH_LISTEN)"
+        ),
+        _ => anyhow::anyhow!("cannot listen on {addr} (--listen / BERTH_LISTEN): {e}"),
+    })
+}
+
+/// Opens the store, creates the first admin and builds the state, to serve on `listener`.
+pub async fn prepare_with(
+    settings: Settings,
+    listener: TcpListener,
+) -> anyhow::Result<(AppState, TcpListener, SocketAddr)> {
     let store = open_store(&settings).await?;
     bootstrap_admin(&settings, &store).await?;
-    let listener = TcpListener::bind(settings.listen).await.with_context(|| {
-        format!(
-            "invalid setting listen: cannot listen on {}",
-            settings.listen
-        )
-    })?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let state = build_state(settings, store).await?;
     Ok((state, listener, addr))
@@ -362,13 +391,16 @@ pub fn listening_url(log_line: &str) -> Option<&str> {
 
 /// `berth serve`: runs until SIGINT or SIGTERM.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    // Every connection holds an open file: the connection cap, not the kernel, should refuse.
+    crate::connections::raise_open_file_limit();
+    let listener = bind(&settings).await?;
     // SQLite: one server per data directory, held by a lock until this process ends (the
     // kernel lets go of it even when the process is killed).
     let lock = match settings.database {
         Database::Sqlite => lock_data_dir(&settings.data_dir)?,
         Database::Postgres(_) => None,
     };
-    let (state, listener, addr) = prepare(settings).await?;
+    let (state, listener, addr) = prepare_with(settings, listener).await?;
     // Leases a killed process left: on SQLite, with the lock held, every one; on PostgreSQL,
     // those under this node's name (names are distinct per node, so they are an earlier
     // run's of this node; a node started under a new name leaves them to run out).
@@ -402,9 +434,66 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates the data directory 0700 (it holds token and session hashes, the audit log and
+/// the secret key), or tightens an existing one that others may read, with a log line.
 fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("invalid setting data_dir: cannot create {}", dir.display()))
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .with_context(|| format!("invalid setting data_dir: cannot create {}", dir.display()))?;
+    make_private(dir, 0o700)
+}
+
+/// Takes group and other permissions off `path` (mode `bits`), logging what it changed.
+#[cfg(unix)]
+fn make_private(path: &std::path::Path, bits: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(bits))
+            .with_context(|| format!("cannot make {} private (mode {bits:o})", path.display()))?;
+        tracing::warn!(path = %path.display(), from = %format!("{mode:o}"), to = %format!("{bits:o}"),
+            "tightened permissions: others could read Berth's files");
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn make_private(_path: &std::path::Path, _bits: u32) -> anyhow::Result<()> {
+    Ok(())
+}
+
+/// Creates `berth.db` 0600 before SQLite opens it (its `-wal` and `-shm` files then take the
+/// same mode), and tightens the database files an older Berth left readable by others.
+fn make_sqlite_files_private(dir: &std::path::Path) -> anyhow::Result<()> {
+    let db = dir.join("berth.db");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+        .open(&db)
+        .with_context(|| format!("cannot create {}", db.display()))?;
+    for name in ["berth.db", "berth.db-wal", "berth.db-shm"] {
+        let path = dir.join(name);
+        if path.exists() {
+            make_private(&path, 0o600)?;
+        }
+    }
+    Ok(())
 }
 
 /// Takes the SQLite data directory's lock (`berth.lock`), so a second `berth serve` on the
@@ -413,12 +502,17 @@ fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<Option<std::fs::File>> {
     create_data_dir(dir)?;
     let path = dir.join("berth.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options
         .open(&path)
         .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    make_private(&path, 0o600)?;
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),
         Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(

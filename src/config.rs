@@ -87,6 +87,18 @@ pub struct Overrides {
     /// web UI's cookies are then marked Secure for requests that arrived over HTTPS
     #[arg(long, env = "BERTH_TRUST_FORWARDED_PROTO", value_name = "BOOL")]
     pub trust_forwarded_proto: Option<bool>,
+    /// Longest wait for a request's head (request line and headers), e.g. 10s
+    #[arg(long, env = "BERTH_HEADER_READ_TIMEOUT", value_name = "DURATION")]
+    pub header_read_timeout: Option<String>,
+    /// Longest wait for a request's whole body once its head arrived, e.g. 30s
+    #[arg(long, env = "BERTH_BODY_READ_TIMEOUT", value_name = "DURATION")]
+    pub body_read_timeout: Option<String>,
+    /// How long a connection may sit idle between requests, e.g. 75s
+    #[arg(long, env = "BERTH_KEEP_ALIVE_TIMEOUT", value_name = "DURATION")]
+    pub keep_alive_timeout: Option<String>,
+    /// Most client connections open at once; more are answered 503 and closed
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
 }
 
 /// The optional configuration file. Unknown keys are an error, so a typo is caught.
@@ -114,6 +126,10 @@ struct FileConfig {
     auto_disable_after: Option<String>,
     database_acquire_timeout: Option<String>,
     trust_forwarded_proto: Option<bool>,
+    header_read_timeout: Option<String>,
+    body_read_timeout: Option<String>,
+    keep_alive_timeout: Option<String>,
+    max_connections: Option<usize>,
 }
 
 /// Which database to use.
@@ -176,6 +192,34 @@ pub struct Settings {
     /// Whether the web UI believes `X-Forwarded-Proto` / `Forwarded: proto=` (set it only
     /// behind a reverse proxy that sets or strips those headers).
     pub trust_forwarded_proto: bool,
+    pub connections: ConnectionSettings,
+}
+
+/// Client connection limits (see `app::run`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// A request's head must arrive whole within this long of the connection opening, of the
+    /// previous response, or (when the connection sat idle first) of its first byte.
+    pub header_read_timeout: Duration,
+    /// A request's body must arrive whole within this long of its head.
+    pub body_read_timeout: Duration,
+    /// A connection that sends nothing for this long after a response is closed.
+    pub keep_alive_timeout: Duration,
+    /// Most client connections open at once (lowered at start to fit the open-file limit).
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        ConnectionSettings {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            // Longer than the 60 s idle timeout of common reverse proxies and load
+            // balancers, so that they close an idle connection first, never mid-request.
+            keep_alive_timeout: Duration::from_secs(75),
+            max_connections: 10_000,
+        }
+    }
 }
 
 /// Request rate limits (see `api::limits`).
@@ -313,6 +357,7 @@ impl Settings {
             retention_days: 30,
             trust_forwarded_proto: false,
             rate_limit: RateLimitSettings::default(),
+            connections: ConnectionSettings::default(),
         }
     }
 
@@ -545,6 +590,49 @@ impl Settings {
             }
             rate_limit.auth_failures_per_minute = n;
         }
+        let mut connections = ConnectionSettings::default();
+        let timeouts = [
+            (
+                "header_read_timeout",
+                "BERTH_HEADER_READ_TIMEOUT",
+                over.header_read_timeout
+                    .clone()
+                    .or(file.header_read_timeout),
+                &mut connections.header_read_timeout,
+            ),
+            (
+                "body_read_timeout",
+                "BERTH_BODY_READ_TIMEOUT",
+                over.body_read_timeout.clone().or(file.body_read_timeout),
+                &mut connections.body_read_timeout,
+            ),
+            (
+                "keep_alive_timeout",
+                "BERTH_KEEP_ALIVE_TIMEOUT",
+                over.keep_alive_timeout.clone().or(file.keep_alive_timeout),
+                &mut connections.keep_alive_timeout,
+            ),
+        ];
+        for (name, env, text, slot) in timeouts {
+            if let Some(t) = text {
+                *slot = duration_setting(
+                    name,
+                    env,
+                    &t,
+                    Duration::from_millis(100),
+                    Duration::from_secs(3600),
+                )?;
+            }
+        }
+        if let Some(n) = over.max_connections.or(file.max_connections) {
+            if !(1..=1_000_000).contains(&n) {
+                bail!(
+                    "invalid setting max_connections (--max-connections / \
+                     BERTH_MAX_CONNECTIONS): must be between 1 and 1000000"
+                );
+            }
+            connections.max_connections = n;
+        }
         Ok(Settings {
             listen,
             data_dir,
@@ -562,6 +650,7 @@ impl Settings {
                 .or(file.trust_forwarded_proto)
                 .unwrap_or(false),
             rate_limit,
+            connections,
         })
     }
 }
@@ -685,6 +774,53 @@ mod tests {
         assert_eq!(file.auto_disable_after.as_deref(), Some("5d"));
         assert_eq!(file.database_acquire_timeout.as_deref(), Some("3s"));
         assert_eq!(file.shutdown_grace.as_deref(), Some("20s"));
+        assert_eq!(file.header_read_timeout.as_deref(), Some("10s"));
+        assert_eq!(file.body_read_timeout.as_deref(), Some("30s"));
+        assert_eq!(file.keep_alive_timeout.as_deref(), Some("75s"));
+        assert_eq!(file.max_connections, Some(10_000));
+    }
+
+    #[test]
+    fn connection_settings_default_and_checked() {
+        let resolve = |over: Overrides| {
+            Settings::resolve(&Overrides {
+                config: Some(PathBuf::from("/dev/null")),
+                ..over
+            })
+        };
+        let s = resolve(Overrides::default()).unwrap();
+        assert_eq!(s.connections, ConnectionSettings::default());
+        let s = resolve(Overrides {
+            header_read_timeout: Some("2s".into()),
+            body_read_timeout: Some("3s".into()),
+            keep_alive_timeout: Some("4s".into()),
+            max_connections: Some(7),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            s.connections,
+            ConnectionSettings {
+                header_read_timeout: Duration::from_secs(2),
+                body_read_timeout: Duration::from_secs(3),
+                keep_alive_timeout: Duration::from_secs(4),
+                max_connections: 7,
+            }
+        );
+        let err = resolve(Overrides {
+            keep_alive_timeout: Some("0s".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("keep_alive_timeout"), "{err}");
+        let err = resolve(Overrides {
+            max_connections: Some(0),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("max_connections"), "{err}");
     }
 
     #[test]

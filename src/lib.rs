@@ -9,6 +9,7 @@ pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod delivery;
 pub mod domain;
 pub mod error;

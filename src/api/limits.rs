@@ -26,8 +26,8 @@ use crate::error::ApiError;
 
 /// The longest request target (path and query) accepted, in bytes.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
-/// The most request headers accepted. The HTTP server itself refuses more than 100 (with a bare
-/// 431) before Berth sees the request; this check keeps the limit if that ever changes.
+/// The most request headers accepted. The HTTP server itself refuses only far more (see
+/// `connections::PROTOCOL_MAX_HEADERS`), so this check answers in the error shape.
 pub const MAX_REQUEST_HEADERS: usize = 100;
 /// The longest single header value accepted, in bytes.
 pub const MAX_HEADER_VALUE_BYTES: usize = 8 * 1024;

@@ -8,6 +8,7 @@ mod audit;
 mod auth_matrix;
 mod browser;
 mod cli;
+mod connections;
 mod delivery;
 mod fuzz;
 mod limits;

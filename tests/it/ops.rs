@@ -723,3 +723,108 @@ async fn ops_a_second_server_on_the_same_sqlite_directory_refuses_to_start() {
     );
     assert_eq!(first.get("/api/v1/me").await.status, 200);
 }
+
+conformance!(ops_a_taken_port_creates_nothing_and_says_the_address_is_in_use);
+
+/// `berth serve` on a port another process holds, with a fresh data directory: it exits
+/// saying the address is in use (not that a setting is invalid), prints no admin token, and
+/// creates nothing: no data directory, no database tables.
+async fn ops_a_taken_port_creates_nothing_and_says_the_address_is_in_use(backend: Backend) {
+    let db = Db::new(backend).await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let addr = taken.local_addr().expect("address").to_string();
+    let data_dir = db.dir.path().join("fresh");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", &addr, "--data-dir"])
+        .arg(&data_dir)
+        .env_remove("BERTH_DATABASE_URL")
+        .env_remove("BERTH_CONFIG")
+        .env_remove("BERTH_ADMIN_TOKEN")
+        .env_remove("BERTH_SECRET_KEY");
+    if let Some(url) = db.url() {
+        cmd.args(["--database-url", url]);
+    }
+    let out = cmd.output().expect("run berth serve");
+    assert!(!out.status.success(), "berth serve started on a taken port");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&addr) && stderr.contains("already in use"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("invalid setting"), "{stderr}");
+    assert!(!stdout.contains("Created the server admin"), "{stdout}");
+    assert!(
+        !data_dir.exists(),
+        "the data directory was created: {:?}",
+        std::fs::read_dir(&data_dir)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+    if db.pg.is_some() {
+        let mut conn = db.connect().await;
+        let tables: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("count tables")
+        .get(0);
+        let _ = conn.close().await;
+        assert_eq!(tables, 0, "migrations ran before the port was bound");
+    }
+    drop(taken);
+}
+
+/// The permission bits of `path`.
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn set_mode(path: &std::path::Path, bits: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(bits))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// SQLite: a new data directory is created 0700 and the database files (`berth.db`, `-wal`,
+/// `-shm`) 0600; a looser directory and files found at start are tightened, with a log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_the_data_directory_and_database_files_are_private() {
+    const FILES: [&str; 4] = ["berth.db", "berth.db-wal", "berth.db-shm", "berth.lock"];
+    let db = Db::new(Backend::Sqlite).await;
+    let data_dir = db.dir.path().join("fresh");
+    let mut server = Server::start(&data_dir, None, &[]).await;
+    server
+        .post("/api/v1/workspaces", json!({"name": "acme"}))
+        .await;
+    assert_eq!(mode(&data_dir), 0o700, "a new data directory");
+    for f in FILES {
+        assert_eq!(mode(&data_dir.join(f)), 0o600, "a new {f}");
+    }
+    // Killed, so the -wal and -shm files stay; then loosened, as an older Berth left them.
+    server.kill();
+    set_mode(&data_dir, 0o755);
+    for f in FILES {
+        set_mode(&data_dir.join(f), 0o644);
+    }
+    let server = Server::start(&data_dir, None, &[]).await;
+    assert_eq!(server.get("/api/v1/workspaces/acme").await.status, 200);
+    assert_eq!(
+        mode(&data_dir),
+        0o700,
+        "an existing data directory, tightened"
+    );
+    for f in FILES {
+        assert_eq!(mode(&data_dir.join(f)), 0o600, "an existing {f}, tightened");
+    }
+    let log = server.log().join("\n");
+    assert!(
+        log.contains("tightened") && log.contains(&data_dir.display().to_string()),
+        "{log}"
+    );
+}

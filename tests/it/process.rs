@@ -42,6 +42,26 @@ impl Server {
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> Server {
+        Server::spawn(data_dir, database_url, args, envs, None).await
+    }
+
+    /// As `start` on SQLite, with the child's soft open-file limit set to `nofile` (its hard
+    /// limit left as it is), as a default systemd unit or login shell would give it.
+    pub async fn start_with_nofile(
+        data_dir: &std::path::Path,
+        nofile: u64,
+        envs: &[(&str, &str)],
+    ) -> Server {
+        Server::spawn(data_dir, None, &[], envs, Some(nofile)).await
+    }
+
+    async fn spawn(
+        data_dir: &std::path::Path,
+        database_url: Option<&str>,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .args(args)
@@ -61,6 +81,25 @@ impl Server {
             .stderr(Stdio::piped());
         for (k, v) in envs {
             cmd.env(k, v);
+        }
+        if let Some(soft) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure runs in the forked child before exec and makes only the
+            // getrlimit and setrlimit system calls (async-signal-safe); it allocates nothing.
+            unsafe {
+                cmd.pre_exec(move || {
+                    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+                    let hard = getrlimit(Resource::Nofile).maximum;
+                    setrlimit(
+                        Resource::Nofile,
+                        Rlimit {
+                            current: Some(soft),
+                            maximum: hard,
+                        },
+                    )
+                    .map_err(std::io::Error::from)
+                });
+            }
         }
         let mut child = cmd.spawn().expect("spawn berth");
         let stderr = child.stderr.take().expect("stderr");
