@@ -13,7 +13,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery, paginate, parse_limit};
 use super::{ErrorResponses, rfc3339};
 use crate::app::AppState;
 use crate::domain::{ModelName, check_text};
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldErrors};
 use crate::store::{DeleteModel, Model, ModelPatch};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -107,9 +107,11 @@ async fn create_model(
     ApiJson(input): ApiJson<ModelIn>,
 ) -> Result<(StatusCode, Json<ModelOut>), ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
-    let name = ModelName::parse(&input.name)?;
+    let mut errors = FieldErrors::new();
+    let name = errors.check(ModelName::parse(&input.name));
     let description = input.description.unwrap_or_default();
-    check_description(&description)?;
+    errors.check(check_description(&description));
+    let name = errors.finish_with(name)?;
     let m = state
         .store
         .create_model(ws.id, name.as_str(), &description, &caller.username)
@@ -178,15 +180,12 @@ async fn patch_model(
 ) -> Result<Json<ModelOut>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
     let mref = model_ref(&state, &ws, &name).await?;
-    let new_name = input
-        .name
-        .as_deref()
-        .map(ModelName::parse)
-        .transpose()?
-        .map(|n| n.as_str().to_owned());
+    let mut errors = FieldErrors::new();
+    let new_name = errors.check(input.name.as_deref().map(ModelName::parse).transpose());
     if let Some(d) = &input.description {
-        check_description(d)?;
+        errors.check(check_description(d));
     }
+    let new_name = errors.finish_with(new_name)?.map(|n| n.as_str().to_owned());
     let m = state
         .store
         .update_model(

@@ -9,6 +9,7 @@ mod auth_matrix;
 mod browser;
 mod cli;
 mod delivery;
+mod errors;
 mod fuzz;
 mod limits;
 mod openapi;
