@@ -85,6 +85,9 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// The most bad fields one answer lists.
+pub const MAX_FIELD_ERRORS: usize = 100;
+
 /// Collects the bad fields of one request, so that the answer names all of them at once
 /// rather than the first only. An error that is not about a field (403, 404, a database
 /// error) is kept aside and answered first, as the request would have been without it.
@@ -110,11 +113,15 @@ impl FieldErrors {
         }
     }
 
-    /// Records an error.
+    /// Records an error (at most [`MAX_FIELD_ERRORS`] are kept).
     pub fn add(&mut self, err: ApiError) {
+        let room = MAX_FIELD_ERRORS.saturating_sub(self.errors.len());
         match err {
-            ApiError::Invalid { message, field } => self.errors.push(FieldError { field, message }),
-            ApiError::InvalidFields(list) => self.errors.extend(list),
+            ApiError::Invalid { message, field } if room > 0 => {
+                self.errors.push(FieldError { field, message });
+            }
+            ApiError::InvalidFields(list) => self.errors.extend(list.into_iter().take(room)),
+            ApiError::Invalid { .. } => {}
             other => {
                 if self.other.is_none() {
                     self.other = Some(other);

@@ -313,6 +313,31 @@ async fn every_bad_field_is_reported_at_once(backend: Backend) {
         got.1
     );
 
+    // Comet's configuration: every bad field of every webhook.
+    let got = app
+        .post(
+            ADMIN_TOKEN,
+            "/api/rest/v2/webhooks/config",
+            json!({"webhookConfigs": [{"workspaceName": "acme", "modelName": "m", "webhookUrls": [
+                {"name": "a", "url": "nope", "triggers": ["MODEL_VERSION_CREATED"]},
+                {"name": "b", "url": "http://127.0.0.1:9/", "triggers": ["X"],
+                 "header": {"Content-Type": "text/plain"}},
+            ]}]}),
+        )
+        .await;
+    assert_eq!(
+        error_fields(&got),
+        [
+            "webhookConfigs[0].webhookUrls[0].url",
+            "webhookConfigs[0].webhookUrls[1].triggers[0]",
+            "webhookConfigs[0].webhookUrls[1].header.Content-Type",
+        ],
+        "{}",
+        got.1
+    );
+    let (_, list) = app.get(ADMIN_TOKEN, hooks).await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+
     // One bad field: `errors` still lists it, alone.
     let got = app
         .post(ADMIN_TOKEN, versions, json!({"version": "v2"}))
