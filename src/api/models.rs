@@ -26,6 +26,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct ModelIn {
     /// 1-100 characters: letters, digits, '.', '_' and '-', starting with a letter or digit.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$"
+    )]
     pub name: String,
     /// At most 5000 characters.
     pub description: Option<String>,
@@ -34,6 +39,12 @@ pub struct ModelIn {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelPatchIn {
+    /// A new name, as for creation.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$"
+    )]
     pub name: Option<String>,
     pub description: Option<String>,
 }
@@ -86,6 +97,7 @@ pub struct ModelQuery {
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
     /// The `nextCursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
     /// Only models whose name contains this text (case-insensitive).
     pub name: Option<String>,

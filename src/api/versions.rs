@@ -158,6 +158,7 @@ pub struct RequestQuery {
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
     /// The `nextCursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
     /// Only requests in this state: `pending`, `approved` or `rejected`.
     pub state: Option<String>,

@@ -245,6 +245,7 @@ pub struct DeliveryQuery {
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
     /// The `nextCursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
     /// Only deliveries in this state: `pending`, `succeeded` or `failed`.
     pub state: Option<String>,
@@ -254,6 +255,7 @@ pub struct DeliveryQuery {
 #[serde(deny_unknown_fields)]
 pub struct ReplayIn {
     /// RFC 3339 time: every failed delivery created since then is queued again.
+    #[schema(min_length = 1)]
     pub since: String,
 }
 

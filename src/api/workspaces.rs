@@ -29,6 +29,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceIn {
     /// 1-64 characters: letters, digits, '.', '_' and '-', starting with a letter or digit.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$"
+    )]
     pub name: String,
 }
 
@@ -50,7 +55,16 @@ pub struct WorkspaceList {
 #[serde(deny_unknown_fields)]
 pub struct MemberIn {
     /// `admin` or `member`.
+    #[schema(value_type = RoleName)]
     pub role: String,
+}
+
+/// A member's role in a workspace.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum RoleName {
+    Admin,
+    Member,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
