@@ -286,6 +286,7 @@ async fn refuse(mut stream: TcpStream, _permit: OwnedSemaphorePermit) {
                       seconds"
                 .into(),
             field: None,
+            errors: Vec::new(),
         },
     })
     .unwrap_or_default();

@@ -1,7 +1,9 @@
 //! The API's one error type, and how it turns into an HTTP answer.
 //!
-//! Every error body is `{"error": {"code", "message", "field"?}}`. Internal errors are logged
-//! with their context and answered with a plain message that leaks nothing.
+//! Every error body is `{"error": {"code", "message", "field"?, "errors"?}}`: `errors` lists
+//! every bad field of an `invalid` request, the first of them also as `field` and `message`.
+//! Internal errors are logged with their context and answered with a plain message that leaks
+//! nothing.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -18,6 +20,10 @@ pub enum ApiError {
         message: String,
         field: Option<String>,
     },
+    /// Several bad fields of one request, all reported at once (never empty; see
+    /// [`FieldErrors`]).
+    #[error("{}", .0.first().map_or("invalid request", |e| e.message.as_str()))]
+    InvalidFields(Vec<FieldError>),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -63,6 +69,86 @@ pub struct ErrorDetail {
     /// The request field to blame, when there is one (`tags[2]`, `version`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// With code `invalid`: every bad field of the request, in the order checked; the first
+    /// is also `field` and `message`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// One bad field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// The request field to blame, when there is one (absent for a malformed body).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// What is wrong with it, for a person.
+    pub message: String,
+}
+
+/// The most bad fields one answer lists.
+pub const MAX_FIELD_ERRORS: usize = 100;
+
+/// Collects the bad fields of one request, so that the answer names all of them at once
+/// rather than the first only. An error that is not about a field (403, 404, a database
+/// error) is kept aside and answered first, as the request would have been without it.
+#[derive(Debug, Default)]
+pub struct FieldErrors {
+    errors: Vec<FieldError>,
+    other: Option<ApiError>,
+}
+
+impl FieldErrors {
+    pub fn new() -> Self {
+        FieldErrors::default()
+    }
+
+    /// The value of a check that passed; records a failed one and answers `None`.
+    pub fn check<T, E: Into<ApiError>>(&mut self, result: Result<T, E>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.add(e.into());
+                None
+            }
+        }
+    }
+
+    /// Records an error (at most [`MAX_FIELD_ERRORS`] are kept).
+    pub fn add(&mut self, err: ApiError) {
+        let room = MAX_FIELD_ERRORS.saturating_sub(self.errors.len());
+        match err {
+            ApiError::Invalid { message, field } if room > 0 => {
+                self.errors.push(FieldError { field, message });
+            }
+            ApiError::InvalidFields(list) => self.errors.extend(list.into_iter().take(room)),
+            ApiError::Invalid { .. } => {}
+            other => {
+                if self.other.is_none() {
+                    self.other = Some(other);
+                }
+            }
+        }
+    }
+
+    /// Whether any check failed.
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty() && self.other.is_none()
+    }
+
+    /// `Ok` when every check passed; else the error answering all of them.
+    pub fn finish(self) -> Result<(), ApiError> {
+        match self.other {
+            Some(other) => Err(other),
+            None if self.errors.is_empty() => Ok(()),
+            None => Err(ApiError::InvalidFields(self.errors)),
+        }
+    }
+
+    /// The parsed value when every check passed (`value` is `Some` then).
+    pub fn finish_with<T>(self, value: Option<T>) -> Result<T, ApiError> {
+        self.finish()?;
+        value.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a check passed without a value")))
+    }
 }
 
 impl ApiError {
@@ -95,7 +181,9 @@ impl ApiError {
 
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
-            ApiError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid"),
+            ApiError::Invalid { .. } | ApiError::InvalidFields(_) => {
+                (StatusCode::BAD_REQUEST, "invalid")
+            }
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
@@ -112,6 +200,15 @@ impl ApiError {
             ),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        ApiError::Invalid {
+            message: e.message,
+            field: e.field,
         }
     }
 }
@@ -151,7 +248,16 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         let field = match &self {
             ApiError::Invalid { field, .. } | ApiError::Conflict { field, .. } => field.clone(),
+            ApiError::InvalidFields(list) => list.first().and_then(|e| e.field.clone()),
             _ => None,
+        };
+        let errors = match &self {
+            ApiError::Invalid { field, message } => vec![FieldError {
+                field: field.clone(),
+                message: message.clone(),
+            }],
+            ApiError::InvalidFields(list) => list.clone(),
+            _ => Vec::new(),
         };
         if let ApiError::Internal(err) = &self {
             tracing::error!(error = ?err, "internal error");
@@ -163,6 +269,7 @@ impl IntoResponse for ApiError {
                     code: code.into(),
                     message: self.to_string(),
                     field,
+                    errors,
                 },
             }),
         )

@@ -24,6 +24,14 @@ async fn main() -> std::process::ExitCode {
             Ok(settings) => berth::app::serve(settings).await,
             Err(e) => Err(e),
         },
+        Command::Help(args) => match berth::cli::help_text(&args.command) {
+            Ok(text) => {
+                use std::io::Write;
+                let _ = write!(std::io::stdout(), "{text}");
+                Ok(())
+            }
+            Err(e) => Err(anyhow::anyhow!(e)),
+        },
         Command::Openapi => {
             use std::io::Write;
             // A closed pipe (`berth openapi | head`) is not an error worth a panic.
@@ -41,7 +49,7 @@ async fn main() -> std::process::ExitCode {
             }
             Err(e) => Err(e),
         },
-        Command::Backup(args) => match Settings::resolve(&args.settings) {
+        Command::Backup(args) => match Settings::resolve(&args.overrides()) {
             Ok(settings) => berth::backup::backup(&settings, &args.file)
                 .await
                 .map(|()| {
@@ -56,7 +64,7 @@ async fn main() -> std::process::ExitCode {
                 }),
             Err(e) => Err(e),
         },
-        Command::Migrate(over) => match Settings::resolve(&over) {
+        Command::Migrate(args) => match Settings::resolve(&args.overrides()) {
             Ok(settings) => berth::app::migrate_only(&settings).await,
             Err(e) => Err(e),
         },

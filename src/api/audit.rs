@@ -91,6 +91,7 @@ pub struct AuditQuery {
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
     /// The `nextCursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
     /// Only entries with this action, e.g. `webhook.updated`.
     pub action: Option<String>,

@@ -17,7 +17,7 @@ use super::extract::{ApiJson, ApiQuery};
 use super::webhooks::{Parsed, create_from, update_from};
 use crate::app::AppState;
 use crate::domain::{WebhookUrl, parse_headers, parse_secret, parse_triggers, parse_webhook_name};
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldErrors};
 use crate::store::WebhookRecord;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -88,23 +88,24 @@ async fn post_config(
     CometAuth(caller): CometAuth,
     ApiJson(input): ApiJson<CometConfigs>,
 ) -> Result<Json<CometConfigs>, ApiError> {
-    // Check everything first, so a bad entry changes nothing.
+    // Check everything first, so a bad entry changes nothing; every bad field is reported.
     let mut plan = Vec::new();
+    let mut errors = FieldErrors::new();
     for (i, cfg) in input.webhook_configs.iter().enumerate() {
         let ws = workspace(&state, &caller, &cfg.workspace_name).await?;
         let mref = model_ref(&state, &ws, &cfg.model_name).await?;
         require_ws_admin(&ws, "configure webhooks")?;
         for (j, hook) in cfg.webhook_urls.iter().enumerate() {
             let at = |f: &str| format!("webhookConfigs[{i}].webhookUrls[{j}].{f}");
-            parse_webhook_name(&at("name"), &hook.name)?;
-            let url = WebhookUrl::parse(&at("url"), &hook.url)?;
-            if let Err(b) = state.sender.policy().check_url(url.url()) {
-                return Err(ApiError::invalid(at("url"), b.to_string()));
+            errors.check(parse_webhook_name(&at("name"), &hook.name));
+            if let Some(url) = errors.check(WebhookUrl::parse(&at("url"), &hook.url)) {
+                if let Err(b) = state.sender.policy().check_url(url.url()) {
+                    errors.add(ApiError::invalid(at("url"), b.to_string()));
+                } else if hook.github_actions {
+                    errors.check(url.check_github_dispatch(&at("url")));
+                }
             }
-            if hook.github_actions {
-                url.check_github_dispatch(&at("url"))?;
-            }
-            parse_triggers(&at("triggers"), &hook.triggers)?;
+            errors.check(parse_triggers(&at("triggers"), &hook.triggers));
             let mut extra = hook.header.clone();
             let auth_key = extra
                 .keys()
@@ -113,13 +114,14 @@ async fn post_config(
             if let Some(k) = &auth_key {
                 let v = extra.remove(k).unwrap_or_default();
                 if v != MASK {
-                    parse_secret(&at("header.Authorization"), &v)?;
+                    errors.check(parse_secret(&at("header.Authorization"), &v));
                 }
             }
-            parse_headers(&at("header"), &extra)?;
+            errors.check(parse_headers(&at("header"), &extra));
         }
         plan.push((mref, cfg));
     }
+    errors.finish()?;
     let mut out = Vec::new();
     for (mref, cfg) in plan {
         for hook in &cfg.webhook_urls {

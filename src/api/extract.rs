@@ -10,13 +10,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldError};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// A JSON request body. Unknown fields, wrong types and missing fields are 400 errors naming
-/// the field; a body that is not `application/json` is 415; one over 1 MiB is 413.
+/// A JSON request body, which must be an object. Unknown fields, wrong types and missing
+/// fields are 400 errors naming every bad field; a body that is not an object or not JSON is
+/// a 400 naming no field; one that is not `application/json` is 415; one over 1 MiB is 413.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
@@ -51,13 +52,21 @@ fn is_json(content_type: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// Parses a JSON document into `T`, naming the field to blame on failure.
+/// Parses a JSON object into `T`, naming the field to blame on failure. Every request body
+/// is an object: serde would also fill a struct from an array of its fields in order
+/// (`["1.0.0", ["tag"]]`), which the schema does not allow, so any other document is refused
+/// before it is deserialized. A malformed document is blamed on no field, with its position;
+/// fields of the wrong type, unknown or missing are all reported (see [`json_errors`]).
 pub fn parse_json<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::Invalid {
-            message: "the request body must be a JSON object".into(),
-            field: None,
-        });
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(ApiError::Invalid {
+                message: "the request body must be a JSON object".into(),
+                field: None,
+            });
+        }
+        Some(b'{') => {}
+        Some(_) => return Err(not_an_object(bytes)),
     }
     if let Some(field) = nul_field(bytes) {
         return Err(ApiError::Invalid {
@@ -66,12 +75,108 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
         });
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
+    let value: T = match serde_path_to_error::deserialize(&mut de) {
+        Ok(v) => v,
+        Err(e) => return Err(json_errors::<T>(bytes, e)),
+    };
     de.end().map_err(|e| ApiError::Invalid {
         message: format!("trailing characters after the JSON document ({e})"),
         field: None,
     })?;
     Ok(value)
+}
+
+/// The answer to a body that is not a JSON object: what it is instead, or why it is not JSON.
+fn not_an_object(bytes: &[u8]) -> ApiError {
+    let kind = match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(serde_json::Value::Array(_)) => "an array",
+        Ok(serde_json::Value::String(_)) => "a string",
+        Ok(serde_json::Value::Number(_)) => "a number",
+        Ok(serde_json::Value::Bool(_)) => "a boolean",
+        Ok(serde_json::Value::Null) => "null",
+        Ok(serde_json::Value::Object(_)) => "an object",
+        Err(e) => return syntax_error(&e).into(),
+    };
+    ApiError::Invalid {
+        message: format!("the request body must be a JSON object, not {kind}"),
+        field: None,
+    }
+}
+
+/// The most bad fields one answer lists.
+const MAX_FIELD_ERRORS: usize = 20;
+
+/// Every field serde refuses, not only the first: after the first error (in document
+/// order), the document is read again as a value without that field's top-level member,
+/// until it deserializes or a member is blamed twice (a removed required field is then
+/// "missing"). A syntax error anywhere in the document is the only error.
+fn json_errors<T: DeserializeOwned>(
+    bytes: &[u8],
+    first: serde_path_to_error::Error<serde_json::Error>,
+) -> ApiError {
+    // A broken document is reported as such, even where a field before the break was of
+    // the wrong type (`{"version": 1.0.0}` is not a number in `version`).
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        && (e.is_syntax() || e.is_eof())
+    {
+        return syntax_error(&e).into();
+    }
+    let first = json_error(first);
+    let Some(first_field) = first.field.clone() else {
+        return first.into();
+    };
+    let Ok(serde_json::Value::Object(mut doc)) = serde_json::from_slice(bytes) else {
+        return first.into();
+    };
+    let mut removed = vec![top_level(&first_field).to_owned()];
+    let mut errors = vec![first];
+    while errors.len() < MAX_FIELD_ERRORS {
+        let Some(last) = removed.last() else { break };
+        if doc.remove(last).is_none() {
+            break;
+        }
+        let again = serde_json::Value::Object(doc.clone());
+        let Err(e) = serde_path_to_error::deserialize::<_, T>(&again) else {
+            break;
+        };
+        let err = json_error(e);
+        let Some(key) = err.field.as_deref().map(top_level) else {
+            break;
+        };
+        if removed.iter().any(|r| r == key) {
+            break;
+        }
+        removed.push(key.to_owned());
+        errors.push(err);
+    }
+    if errors.len() == 1 {
+        errors.remove(0).into()
+    } else {
+        ApiError::InvalidFields(errors)
+    }
+}
+
+/// The top-level member a field path starts in: `tags` of `tags[1]`, `a` of `a.b`.
+fn top_level(path: &str) -> &str {
+    let end = path.find(['.', '[']).unwrap_or(path.len());
+    &path[..end]
+}
+
+/// A document that is not JSON, blamed on no field, with where it went wrong.
+fn syntax_error(err: &serde_json::Error) -> FieldError {
+    let what = match err.classify() {
+        serde_json::error::Category::Eof => "it ends too early",
+        _ => "malformed",
+    };
+    FieldError {
+        field: None,
+        message: format!(
+            "the request body is not valid JSON ({what}) at line {} column {}: {}",
+            err.line(),
+            err.column(),
+            strip_position(&err.to_string())
+        ),
+    }
 }
 
 /// The path of the first string (or key) holding a NUL character, which no text column can
@@ -115,9 +220,16 @@ fn nul_field(bytes: &[u8]) -> Option<String> {
     walk(&value, "")
 }
 
-fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> FieldError {
     let path = err.path().to_string();
     let inner = err.into_inner();
+    if matches!(
+        inner.classify(),
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+    ) {
+        // The document itself is broken; the field being read when it broke is not to blame.
+        return syntax_error(&inner);
+    }
     let text = inner.to_string();
     // serde reports unknown and missing fields at the parent; name the field itself.
     let named = ["unknown field `", "missing field `"]
@@ -134,14 +246,11 @@ fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
         (None, p) => Some(p.to_owned()),
     };
     let message = strip_position(&text);
-    let message = match (&field, inner.classify()) {
-        (_, serde_json::error::Category::Syntax | serde_json::error::Category::Eof) => {
-            format!("the request body is not valid JSON: {message}")
-        }
-        (Some(f), _) => format!("{f}: {message}"),
-        (None, _) => message,
+    let message = match &field {
+        Some(f) => format!("{f}: {message}"),
+        None => message,
     };
-    ApiError::Invalid { message, field }
+    FieldError { field, message }
 }
 
 /// Drops serde_json's " at line X column Y" suffix.
@@ -178,6 +287,7 @@ pub struct PageQuery {
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
     /// The `nextCursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 
@@ -308,6 +418,52 @@ mod tests {
         assert_eq!(field_of("{").as_deref(), None);
         assert_eq!(field_of("").as_deref(), None);
         assert_eq!(field_of(r#"{"version": "1.0.0"} x"#).as_deref(), None);
+    }
+
+    #[test]
+    fn only_an_object_is_a_body() {
+        for body in [r#"["1.0.0", ["a"]]"#, "\"1.0.0\"", "1", "null", "true"] {
+            match parse_json::<Input>(&Bytes::from(body.to_owned())) {
+                Err(ApiError::Invalid {
+                    field: None,
+                    message,
+                }) => {
+                    assert!(
+                        message.contains("must be a JSON object"),
+                        "{body}: {message}"
+                    );
+                }
+                other => panic!("{body}: expected invalid, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_broken_document_is_blamed_on_no_field_with_its_position() {
+        match parse_json::<Input>(&Bytes::from_static(br#"{"version": "1.0"#)) {
+            Err(ApiError::Invalid {
+                field: None,
+                message,
+            }) => {
+                assert!(message.contains("line 1 column 16"), "{message}");
+            }
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_every_bad_field() {
+        let body = Bytes::from_static(br#"{"version": 1, "tags": "x", "bogus": 2}"#);
+        match parse_json::<Input>(&body) {
+            Err(ApiError::InvalidFields(list)) => {
+                let fields: Vec<_> = list.iter().filter_map(|e| e.field.as_deref()).collect();
+                assert_eq!(fields, ["version", "bogus", "tags"]);
+            }
+            other => panic!("expected several, got {other:?}"),
+        }
+        assert_eq!(top_level("a[1].b"), "a");
+        assert_eq!(top_level("a.b"), "a");
+        assert_eq!(top_level("a"), "a");
     }
 
     #[test]

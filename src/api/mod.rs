@@ -245,6 +245,7 @@ pub async fn method_not_allowed() -> axum::response::Response {
                 code: "method_not_allowed".into(),
                 message: "this path does not accept this method".into(),
                 field: None,
+                errors: Vec::new(),
             },
         }),
     )

@@ -13,7 +13,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery, paginate, parse_limit};
 use super::{ErrorResponses, rfc3339};
 use crate::app::AppState;
 use crate::domain::{ModelName, check_text};
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldErrors};
 use crate::store::{DeleteModel, Model, ModelPatch};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -26,6 +26,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct ModelIn {
     /// 1-100 characters: letters, digits, '.', '_' and '-', starting with a letter or digit.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$"
+    )]
     pub name: String,
     /// At most 5000 characters.
     pub description: Option<String>,
@@ -34,6 +39,12 @@ pub struct ModelIn {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelPatchIn {
+    /// A new name, as for creation.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$"
+    )]
     pub name: Option<String>,
     pub description: Option<String>,
 }
@@ -86,6 +97,7 @@ pub struct ModelQuery {
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
     /// The `nextCursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
     /// Only models whose name contains this text (case-insensitive).
     pub name: Option<String>,
@@ -107,9 +119,11 @@ async fn create_model(
     ApiJson(input): ApiJson<ModelIn>,
 ) -> Result<(StatusCode, Json<ModelOut>), ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
-    let name = ModelName::parse(&input.name)?;
+    let mut errors = FieldErrors::new();
+    let name = errors.check(ModelName::parse(&input.name));
     let description = input.description.unwrap_or_default();
-    check_description(&description)?;
+    errors.check(check_description(&description));
+    let name = errors.finish_with(name)?;
     let m = state
         .store
         .create_model(ws.id, name.as_str(), &description, &caller.username)
@@ -184,15 +198,12 @@ async fn patch_model(
 ) -> Result<Json<ModelOut>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
     let mref = model_ref(&state, &ws, &name).await?;
-    let new_name = input
-        .name
-        .as_deref()
-        .map(ModelName::parse)
-        .transpose()?
-        .map(|n| n.as_str().to_owned());
+    let mut errors = FieldErrors::new();
+    let new_name = errors.check(input.name.as_deref().map(ModelName::parse).transpose());
     if let Some(d) = &input.description {
-        check_description(d)?;
+        errors.check(check_description(d));
     }
+    let new_name = errors.finish_with(new_name)?.map(|n| n.as_str().to_owned());
     let m = state
         .store
         .update_model(

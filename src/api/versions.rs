@@ -14,7 +14,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery, PageQuery, double_option, pagin
 use super::{ErrorResponses, rfc3339};
 use crate::app::AppState;
 use crate::domain::{Role, StatusName, Tag, VersionNumber, check_text};
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldErrors};
 use crate::store::{
     Decision, ModelRef, NewVersion, StatusRequest, Version, VersionCursor, WorkspaceAccess,
 };
@@ -158,6 +158,7 @@ pub struct RequestQuery {
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
     /// The `nextCursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
     /// Only requests in this state: `pending`, `approved` or `rejected`.
     pub state: Option<String>,
@@ -228,21 +229,33 @@ async fn create_version(
     }: ModelScope,
     ApiJson(input): ApiJson<VersionIn>,
 ) -> Result<(StatusCode, Json<VersionOut>), ApiError> {
-    let version = VersionNumber::parse("version", &input.version)?;
-    let tags = Tag::parse_set("tags", input.tags.as_deref().unwrap_or_default())?;
+    let mut errors = FieldErrors::new();
+    let version = errors.check(VersionNumber::parse("version", &input.version));
+    let tags = errors.check(Tag::parse_set(
+        "tags",
+        input.tags.as_deref().unwrap_or_default(),
+    ));
     if let Some(key) = &input.source_experiment_key {
         if key.is_empty() {
-            return Err(ApiError::invalid(
+            errors.add(ApiError::invalid(
                 "sourceExperimentKey",
                 "sourceExperimentKey must not be empty (omit it or send null)",
             ));
+        } else {
+            errors.check(check_text("sourceExperimentKey", key, 128));
         }
-        check_text("sourceExperimentKey", key, 128)?;
     }
     let description = input.description.unwrap_or_default();
-    check_text("description", &description, 5000)?;
+    errors.check(check_text("description", &description, 5000));
+    let needs_review = match &input.status {
+        Some(status) => errors
+            .check(check_status(&state, &ws, status, "status").await)
+            .unwrap_or(false),
+        None => false,
+    };
+    let (version, tags) = errors.finish_with(version.zip(tags))?;
     if let Some(status) = &input.status
-        && check_status(&state, &ws, status, "status").await?
+        && needs_review
         && ws.role != Role::Admin
     {
         return Err(review_forbidden(status));
@@ -376,8 +389,16 @@ async fn change_tags(
 ) -> Result<Json<VersionOut>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
     let mref = model_ref(&state, &ws, &name).await?;
-    let add = Tag::parse_set("add", input.add.as_deref().unwrap_or_default())?;
-    let remove = Tag::parse_set("remove", input.remove.as_deref().unwrap_or_default())?;
+    let mut errors = FieldErrors::new();
+    let add = errors.check(Tag::parse_set(
+        "add",
+        input.add.as_deref().unwrap_or_default(),
+    ));
+    let remove = errors.check(Tag::parse_set(
+        "remove",
+        input.remove.as_deref().unwrap_or_default(),
+    ));
+    let (add, remove) = errors.finish_with(add.zip(remove))?;
     if let Some(both) = add.iter().find(|t| remove.contains(t)) {
         return Err(ApiError::invalid(
             "remove",
@@ -456,10 +477,12 @@ async fn request_status(
     let ws = workspace(&state, &caller, &ws).await?;
     let mref = model_ref(&state, &ws, &name).await?;
     version_of(&state, &mref, &version).await?;
-    check_status(&state, &ws, &input.status, "status").await?;
+    let mut errors = FieldErrors::new();
+    errors.check(check_status(&state, &ws, &input.status, "status").await);
     if let Some(c) = &input.comment {
-        check_text("comment", c, 1000)?;
+        errors.check(check_text("comment", c, 1000));
     }
+    errors.finish()?;
     match state
         .store
         .request_status(

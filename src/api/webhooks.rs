@@ -26,7 +26,7 @@ use crate::delivery::worker::{secret_context, signing_context, target_of};
 use crate::domain::{
     EventPayload, WebhookUrl, parse_headers, parse_secret, parse_triggers, parse_webhook_name,
 };
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldErrors};
 use crate::store::{
     AuditAction, AuditEntry, AuditTarget, ModelRef, WebhookRecord, WorkspaceAccess, now_micros,
     url_host,
@@ -245,6 +245,7 @@ pub struct DeliveryQuery {
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
     /// The `nextCursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
     /// Only deliveries in this state: `pending`, `succeeded` or `failed`.
     pub state: Option<String>,
@@ -254,6 +255,7 @@ pub struct DeliveryQuery {
 #[serde(deny_unknown_fields)]
 pub struct ReplayIn {
     /// RFC 3339 time: every failed delivery created since then is queued again.
+    #[schema(min_length = 1)]
     pub since: String,
 }
 
@@ -313,7 +315,8 @@ impl<'a> RawConfig<'a> {
     }
 }
 
-/// Checks a configuration field by field; a literal blocked address is refused here.
+/// Checks a configuration field by field, reporting every bad field at once; a literal
+/// blocked address is refused here.
 fn parse_config(state: &AppState, raw: RawConfig<'_>) -> Result<Parsed, ApiError> {
     let RawConfig {
         name,
@@ -324,36 +327,45 @@ fn parse_config(state: &AppState, raw: RawConfig<'_>) -> Result<Parsed, ApiError
         github_actions,
         enabled,
     } = raw;
-    let name = parse_webhook_name("name", name)?;
-    let url = WebhookUrl::parse("url", url)?;
-    if let Err(b) = state.sender.policy().check_url(url.url()) {
-        return Err(ApiError::invalid("url", b.to_string()));
-    }
-    if github_actions {
-        url.check_github_dispatch("url")?;
-    }
+    let mut errors = FieldErrors::new();
+    let name = errors.check(parse_webhook_name("name", name));
+    let url = errors.check(WebhookUrl::parse("url", url)).and_then(|url| {
+        let checked = match state.sender.policy().check_url(url.url()) {
+            Err(b) => Err(ApiError::invalid("url", b.to_string())),
+            Ok(()) if github_actions => url.check_github_dispatch("url").map_err(ApiError::from),
+            Ok(()) => Ok(()),
+        };
+        errors.check(checked).map(|()| url)
+    });
     let secret = match secret {
-        None => None,
-        Some(None) => Some(None),
-        Some(Some(s)) => Some(Some(parse_secret("secret", s)?)),
+        None => Some(None),
+        Some(None) => Some(Some(None)),
+        Some(Some(s)) => errors
+            .check(parse_secret("secret", s))
+            .map(|s| Some(Some(s))),
     };
-    let triggers = parse_triggers("triggers", triggers)?
-        .into_iter()
-        .map(|t| t.as_str().to_owned())
-        .collect();
+    let triggers = errors.check(parse_triggers("triggers", triggers)).map(|t| {
+        t.into_iter()
+            .map(|t| t.as_str().to_owned())
+            .collect::<Vec<_>>()
+    });
     let headers = match headers {
-        Some(h) => parse_headers("headers", h)?,
-        None => Vec::new(),
+        Some(h) => errors.check(parse_headers("headers", h)),
+        None => Some(Vec::new()),
     };
-    Ok(Parsed {
-        name,
-        url,
-        secret,
-        triggers,
-        headers,
-        github_actions,
-        enabled,
-    })
+    let parsed = match (name, url, secret, triggers, headers) {
+        (Some(name), Some(url), Some(secret), Some(triggers), Some(headers)) => Some(Parsed {
+            name,
+            url,
+            secret,
+            triggers,
+            headers,
+            github_actions,
+            enabled,
+        }),
+        _ => None,
+    };
+    errors.finish_with(parsed)
 }
 
 async fn webhook_of(

@@ -13,7 +13,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery, PageQuery, paginate};
 use super::{ErrorResponses, rfc3339};
 use crate::app::AppState;
 use crate::domain::{Role, StatusName, Username, WorkspaceName};
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldErrors};
 use crate::store::{Member, StatusDef};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -29,6 +29,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceIn {
     /// 1-64 characters: letters, digits, '.', '_' and '-', starting with a letter or digit.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$"
+    )]
     pub name: String,
 }
 
@@ -50,7 +55,16 @@ pub struct WorkspaceList {
 #[serde(deny_unknown_fields)]
 pub struct MemberIn {
     /// `admin` or `member`.
+    #[schema(value_type = RoleName)]
     pub role: String,
+}
+
+/// A member's role in a workspace.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum RoleName {
+    Admin,
+    Member,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -211,8 +225,10 @@ async fn set_member(
 ) -> Result<Json<MemberOut>, ApiError> {
     let ws = workspace(&state, &caller, &ws).await?;
     require_ws_admin(&ws, "manage members")?;
-    let role = Role::parse("role", &input.role)?;
-    let username = Username::parse_as("username", &username)?;
+    let mut errors = FieldErrors::new();
+    let role = errors.check(Role::parse("role", &input.role));
+    let username = errors.check(Username::parse_as("username", &username));
+    let (role, username) = errors.finish_with(role.zip(username))?;
     let user = state
         .store
         .user_by_name(username.as_str())
@@ -292,10 +308,13 @@ async fn put_statuses(
     if input.statuses.len() > 50 {
         return Err(ApiError::invalid("statuses", "at most 50 statuses"));
     }
+    let mut errors = FieldErrors::new();
     let mut defs: Vec<StatusDef> = Vec::with_capacity(input.statuses.len());
     for (i, s) in input.statuses.iter().enumerate() {
         let field = format!("statuses[{i}].name");
-        let name = StatusName::parse(&field, &s.name)?;
+        let Some(name) = errors.check(StatusName::parse(&field, &s.name)) else {
+            continue;
+        };
         if let Some(d) = defs
             .iter()
             .find(|d| StatusName::looks_like(&d.name, name.as_str()))
@@ -310,13 +329,15 @@ async fn put_statuses(
                     d.name
                 )
             };
-            return Err(ApiError::invalid(field, message));
+            errors.add(ApiError::invalid(field, message));
+            continue;
         }
         defs.push(StatusDef {
             name: name.as_str().to_owned(),
             review_required: s.review_required,
         });
     }
+    errors.finish()?;
     match state.store.set_statuses(ws.id, &defs).await? {
         Ok(()) => Ok(Json(defs.into())),
         Err(in_use) => Err(ApiError::conflict(

@@ -229,3 +229,183 @@ fn bench_runs_and_writes_json() {
     assert_eq!(report["delivery_throughput_deliveries"], 200);
     assert!(report["peak_rss_mb"].as_f64().unwrap() > 0.0);
 }
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("BERTH_DATABASE_URL")
+        .output()
+        .expect("run berth")
+}
+
+/// The help of `berth`, of each subcommand and of `help` itself: current wording, and each
+/// subcommand lists only the flags it uses.
+#[test]
+fn help_is_current_and_each_subcommand_lists_its_own_flags() {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["help"],
+        &["help", "serve"],
+    ] {
+        let out = run(args);
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("webhooks release"), "{args:?}: {text}");
+        assert!(!text.is_empty(), "{args:?}");
+    }
+    let serve = String::from_utf8_lossy(&run(&["serve", "--help"]).stdout).into_owned();
+    assert!(serve.contains("delivery worker"), "{serve}");
+    for flag in ["--listen", "--retry-schedule", "--role", "--data-dir"] {
+        assert!(serve.contains(flag), "serve --help lacks {flag}");
+    }
+    let serve_only = [
+        "--listen",
+        "--delivery-timeout",
+        "--retry-schedule",
+        "--allowed-target-cidrs",
+        "--node-name",
+        "--role",
+        "--rate-limit-per-second",
+        "--shutdown-grace",
+    ];
+    let cases: [(&str, &[&str]); 2] = [
+        (
+            "migrate",
+            &[
+                "--config",
+                "--data-dir",
+                "--database-url",
+                "--database-max-connections",
+            ],
+        ),
+        (
+            "backup",
+            &["--config", "--data-dir", "--database-url", "<FILE>"],
+        ),
+    ];
+    for (sub, wanted) in cases {
+        for args in [vec![sub, "--help"], vec!["help", sub]] {
+            let out = run(&args);
+            assert!(out.status.success(), "{args:?}");
+            let text = String::from_utf8_lossy(&out.stdout);
+            for flag in wanted {
+                assert!(text.contains(flag), "{args:?} lacks {flag}: {text}");
+            }
+            for flag in serve_only {
+                assert!(!text.contains(flag), "{args:?} lists {flag}: {text}");
+            }
+        }
+        let out = run(&[sub, "--listen", "127.0.0.1:1", "x"]);
+        assert!(!out.status.success(), "{sub} takes no --listen");
+    }
+    // `berth help --help` describes `help`; an unknown name is refused, naming the real ones.
+    let out = run(&["help", "--help"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: berth help"));
+    let out = run(&["help", "nope"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nope") && err.contains("migrate"), "{err}");
+}
+
+/// `berth migrate` still takes its settings from flags, `BERTH_*` variables and the
+/// configuration file, and ignores the server's own variables.
+#[test]
+fn migrate_reads_flags_environment_and_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag_dir = dir.path().join("by-flag");
+    let out = Command::new(BIN)
+        .args(["migrate", "--data-dir"])
+        .arg(&flag_dir)
+        .current_dir(dir.path())
+        .env_remove("BERTH_DATABASE_URL")
+        .env_remove("BERTH_DATA_DIR")
+        .output()
+        .expect("run berth");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(flag_dir.join("berth.db").exists());
+
+    let env_dir = dir.path().join("by-env");
+    let out = Command::new(BIN)
+        .args(["migrate"])
+        .current_dir(dir.path())
+        .env_remove("BERTH_DATABASE_URL")
+        .env("BERTH_DATA_DIR", &env_dir)
+        // Not a setting migrate uses: it is not read.
+        .env("BERTH_LISTEN", "not-an-address")
+        .output()
+        .expect("run berth");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(env_dir.join("berth.db").exists());
+
+    std::fs::write(dir.path().join("berth.toml"), "data_dir = \"by-file\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["migrate"])
+        .current_dir(dir.path())
+        .env_remove("BERTH_DATABASE_URL")
+        .env_remove("BERTH_DATA_DIR")
+        .env_remove("BERTH_CONFIG")
+        .output()
+        .expect("run berth");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("by-file").join("berth.db").exists());
+
+    // The file is still checked whole, as `serve` checks it.
+    std::fs::write(dir.path().join("berth.toml"), "listen = \"nowhere\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["migrate"])
+        .current_dir(dir.path())
+        .env_remove("BERTH_DATABASE_URL")
+        .env_remove("BERTH_CONFIG")
+        .output()
+        .expect("run berth");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
+
+    // backup reads the data directory and the configuration file from the environment too.
+    std::fs::write(dir.path().join("empty.toml"), "").unwrap();
+    let copy = dir.path().join("copy.db");
+    let out = Command::new(BIN)
+        .args(["backup"])
+        .arg(&copy)
+        .current_dir(dir.path())
+        .env_remove("BERTH_DATABASE_URL")
+        .env("BERTH_DATA_DIR", &env_dir)
+        .env("BERTH_CONFIG", dir.path().join("empty.toml"))
+        .output()
+        .expect("run berth");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(copy.exists());
+    let out = Command::new(BIN)
+        .args(["backup"])
+        .arg(dir.path().join("copy2.db"))
+        .current_dir(dir.path())
+        .env_remove("BERTH_DATABASE_URL")
+        .env("BERTH_DATA_DIR", &env_dir)
+        .env("BERTH_CONFIG", dir.path().join("none.toml"))
+        .output()
+        .expect("run berth");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("none.toml"), "{err}");
+}

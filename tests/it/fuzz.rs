@@ -11,7 +11,8 @@
 //! reads the log of every body sent and checks that each `url` field was the receiver's.
 //!
 //! A missing `st` is a failure, never a skip. `BERTH_FUZZ_EXAMPLES` (default 100),
-//! `BERTH_FUZZ_SEED`, `BERTH_FUZZ_PHASES` (default `examples,coverage,fuzzing`) tune a run;
+//! `BERTH_FUZZ_SEED`, `BERTH_FUZZ_PHASES` (default `examples,coverage,fuzzing`) and
+//! `BERTH_FUZZ_CHECKS` (default the four above; `all` for every check) tune a run;
 //! `BERTH_FUZZ_OUTPUT=FILE` keeps schemathesis's whole report.
 
 use std::path::{Path, PathBuf};
@@ -107,6 +108,11 @@ async fn schemathesis_finds_no_server_errors_or_schema_breaks(backend: Backend) 
     let seed = std::env::var("BERTH_FUZZ_SEED").unwrap_or_else(|_| "20261128".into());
     let phases =
         std::env::var("BERTH_FUZZ_PHASES").unwrap_or_else(|_| "examples,coverage,fuzzing".into());
+    let checks = std::env::var("BERTH_FUZZ_CHECKS").unwrap_or_else(|_| {
+        "not_a_server_error,status_code_conformance,content_type_conformance,\
+         response_schema_conformance"
+            .into()
+    });
     let mut cmd = tokio::process::Command::new(&st);
     cmd.arg("--config-file")
         .arg(&config)
@@ -114,8 +120,7 @@ async fn schemathesis_finds_no_server_errors_or_schema_breaks(backend: Backend) 
         .arg(format!("{}/api/v1/openapi.json", app.base))
         .args([
             "--checks",
-            "not_a_server_error,status_code_conformance,content_type_conformance,\
-             response_schema_conformance",
+            &checks,
             "--phases",
             &phases,
             "--max-examples",

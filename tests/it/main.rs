@@ -10,6 +10,7 @@ mod browser;
 mod cli;
 mod connections;
 mod delivery;
+mod errors;
 mod fuzz;
 mod limits;
 mod names;
