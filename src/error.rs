@@ -42,6 +42,12 @@ pub enum ApiError {
     /// Too many requests: the caller may retry after this many whole seconds.
     #[error("{message}")]
     RateLimited { message: String, retry_after: u64 },
+    /// The request's body did not arrive within `body_read_timeout`.
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// The request's body broke off before its end.
+    #[error("{0}")]
+    BodyUnreadable(String),
     #[error("{0}")]
     UriTooLong(String),
     #[error("{0}")]
@@ -61,7 +67,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// A stable, machine-readable code: `invalid`, `unauthorized`, `forbidden`, `not_found`,
-    /// `conflict`, `payload_too_large`, `unsupported_media_type`, `uri_too_long`,
+    /// `conflict`, `payload_too_large`, `request_timeout`, `unsupported_media_type`, `uri_too_long`,
     /// `headers_too_large`, `rate_limited`, `unavailable`, `internal`.
     pub code: String,
     /// What went wrong, for a person.
@@ -193,6 +199,8 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::BodyUnreadable(_) => (StatusCode::BAD_REQUEST, "invalid"),
             ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri_too_long"),
             ApiError::HeadersTooLarge(_) => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

@@ -36,9 +36,25 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         }
         let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
             .await
-            .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY_BYTES))?;
+            .map_err(body_error)?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// Why a body could not be read: over the size limit (413), late (408: the connection's
+/// `body_read_timeout`, see `connections::BodyTimeout`), or broken off (400).
+fn body_error(e: axum::Error) -> ApiError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return ApiError::PayloadTooLarge(MAX_BODY_BYTES);
+        }
+        if let Some(t) = c.downcast_ref::<crate::connections::BodyTimeout>() {
+            return ApiError::RequestTimeout(t.to_string());
+        }
+        cause = c.source();
+    }
+    ApiError::BodyUnreadable(format!("the request body could not be read: {e}"))
 }
 
 fn is_json(content_type: &str) -> bool {
