@@ -10,6 +10,7 @@ mod browser;
 mod cli;
 mod delivery;
 mod fuzz;
+mod hardening_hooks;
 mod limits;
 mod openapi;
 mod ops;
