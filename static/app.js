@@ -297,6 +297,21 @@
       $('#gh-url-hint').hidden = !on;
       $('#gh-snippet').textContent = snippet();
     };
+    // A stored secret is never sent to another origin (scheme, host, port): when the URL
+    // moves to one, the secret must be typed again or removed (the API refuses otherwise).
+    const originOf = (u) => { try { return new URL(u).origin; } catch (_) { return null; } };
+    const syncSecret = () => {
+      const stored = !!(editing && editing.hasSecret);
+      const moved = stored && originOf($('#wh-url').value.trim()) !== originOf(editing.url);
+      const removing = $('#wh-remove-secret').checked;
+      const secret = $('#wh-secret');
+      secret.required = moved && !removing;
+      secret.placeholder = stored && !moved ? '•••••• (unchanged; type to replace)' : '';
+      $('#secret-label').textContent = moved && !removing ? 'Secret (required: the URL moved)' : 'Secret (optional)';
+      $('#secret-hint').textContent = moved
+        ? 'The URL now points to another origin, where the stored secret is not sent: type the secret again, or tick Remove secret.'
+        : 'Sent as the Authorization header.';
+    };
     const addHeaderRow = (name = '', value = '') => {
       const row = el('div', { class: 'header-row' },
         el('input', { class: 'h-name', 'aria-label': 'Header name', placeholder: 'X-Header', value: name }),
@@ -339,8 +354,8 @@
       $('#webhook-modal-title').textContent = hook ? 'Edit Webhook' : 'Create Webhook';
       $('#wh-name').value = hook ? hook.name : '';
       $('#wh-url').value = hook ? hook.url : '';
-      $('#wh-secret').placeholder = hook && hook.hasSecret ? '•••••• (unchanged; type to replace)' : '';
       $('#remove-secret-row').hidden = !(hook && hook.hasSecret);
+      syncSecret();
       $$('input[name=triggers]', form).forEach((c) => { c.checked = !!hook && hook.triggers.includes(c.value); });
       if (hook) Object.entries(hook.headers || {}).forEach(([k, v]) => addHeaderRow(k, v));
       $('#wh-github').checked = !!(hook && hook.githubActions);
@@ -352,6 +367,8 @@
       $('#create-webhook') && $('#create-webhook').addEventListener('click', () => openModal(null));
       $('#add-header').addEventListener('click', () => $('.h-name', addHeaderRow()).focus());
       $('#wh-github').addEventListener('change', syncGithub);
+      $('#wh-url').addEventListener('input', syncSecret);
+      $('#wh-remove-secret').addEventListener('change', syncSecret);
       $$('input[name=triggers]', form).forEach((c) => c.addEventListener('change', syncGithub));
       $('#copy-snippet').addEventListener('click', async () => toast(await copyText(snippet()) ? 'Snippet copied' : 'Could not copy'));
       $('#wh-cancel').addEventListener('click', closeModal);

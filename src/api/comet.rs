@@ -2,7 +2,7 @@
 //! `POST/GET /api/rest/v2/webhooks/config`. These routes also accept a bare
 //! `Authorization: <token>`, as Comet's clients send it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use axum::Json;
 use axum::extract::State;
@@ -14,11 +14,13 @@ use utoipa_axum::routes;
 use super::ErrorResponses;
 use super::auth::{CometAuth, model_ref, require_ws_admin, workspace};
 use super::extract::{ApiJson, ApiQuery};
-use super::webhooks::{Parsed, create_from, update_from};
+use super::webhooks::{
+    MAX_WEBHOOKS_PER_MODEL, Parsed, check_secret_follows, new_record, save, updated_record,
+};
 use crate::app::AppState;
 use crate::domain::{WebhookUrl, parse_headers, parse_secret, parse_triggers, parse_webhook_name};
 use crate::error::{ApiError, FieldErrors};
-use crate::store::WebhookRecord;
+use crate::store::{ModelRef, WebhookRecord, WebhookWrite};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(post_config, get_config))
@@ -77,9 +79,29 @@ fn comet_of(w: WebhookRecord) -> CometWebhook {
     }
 }
 
+/// Splits the `Authorization` header (any case) from the others: absent removes the
+/// secret (`Some(None)`), the mask keeps it (`None`), anything else sets it.
+fn split_authorization(
+    header: &BTreeMap<String, String>,
+) -> (Option<Option<String>>, BTreeMap<String, String>) {
+    let mut extra = header.clone();
+    let auth_key = extra
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case("authorization"))
+        .cloned();
+    let secret = match auth_key.and_then(|k| extra.remove(&k)) {
+        Some(v) if v == MASK => None,
+        Some(v) => Some(Some(v)),
+        None => Some(None),
+    };
+    (secret, extra)
+}
+
 /// Create or update webhooks by name, in Comet's shape (workspace admins). An
 /// `Authorization` header becomes the webhook's secret; the mask `********` keeps the stored
-/// one; no `Authorization` removes it.
+/// one (not when the URL's origin changes: then the header must be sent again); no
+/// `Authorization` removes it. The whole request is checked, then written in one
+/// transaction: a refused request changes nothing.
 #[utoipa::path(post, path = "/api/rest/v2/webhooks/config", tag = "webhooks",
     request_body = CometConfigs,
     responses((status = 200, body = CometConfigs), ErrorResponses))]
@@ -88,8 +110,9 @@ async fn post_config(
     CometAuth(caller): CometAuth,
     ApiJson(input): ApiJson<CometConfigs>,
 ) -> Result<Json<CometConfigs>, ApiError> {
-    // Check everything first, so a bad entry changes nothing; every bad field is reported.
-    let mut plan = Vec::new();
+    let mut writes = Vec::new();
+    let mut models: Vec<(usize, ModelRef)> = Vec::new();
+    let mut seen: HashSet<(i64, String)> = HashSet::new();
     let mut errors = FieldErrors::new();
     for (i, cfg) in input.webhook_configs.iter().enumerate() {
         let ws = workspace(&state, &caller, &cfg.workspace_name).await?;
@@ -97,68 +120,94 @@ async fn post_config(
         require_ws_admin(&ws, "configure webhooks")?;
         for (j, hook) in cfg.webhook_urls.iter().enumerate() {
             let at = |f: &str| format!("webhookConfigs[{i}].webhookUrls[{j}].{f}");
-            errors.check(parse_webhook_name(&at("name"), &hook.name));
-            if let Some(url) = errors.check(WebhookUrl::parse(&at("url"), &hook.url)) {
-                if let Err(b) = state.sender.policy().check_url(url.url()) {
-                    errors.add(ApiError::invalid(at("url"), b.to_string()));
-                } else if hook.github_actions {
-                    errors.check(url.check_github_dispatch(&at("url")));
-                }
+            // Every bad field of every entry is reported at once (`errors`).
+            let name = errors.check(parse_webhook_name(&at("name"), &hook.name));
+            if let Some(name) = &name
+                && !seen.insert((mref.model_id, name.clone()))
+            {
+                errors.add(ApiError::invalid(
+                    at("name"),
+                    "this request names this model's webhook twice; name each once",
+                ));
             }
-            errors.check(parse_triggers(&at("triggers"), &hook.triggers));
-            let mut extra = hook.header.clone();
-            let auth_key = extra
-                .keys()
-                .find(|k| k.eq_ignore_ascii_case("authorization"))
-                .cloned();
-            if let Some(k) = &auth_key {
-                let v = extra.remove(k).unwrap_or_default();
-                if v != MASK {
-                    errors.check(parse_secret(&at("header.Authorization"), &v));
-                }
-            }
-            errors.check(parse_headers(&at("header"), &extra));
-        }
-        plan.push((mref, cfg));
-    }
-    errors.finish()?;
-    let mut out = Vec::new();
-    for (mref, cfg) in plan {
-        for hook in &cfg.webhook_urls {
-            let mut extra = hook.header.clone();
-            let auth_key = extra
-                .keys()
-                .find(|k| k.eq_ignore_ascii_case("authorization"))
-                .cloned();
-            let secret: Option<Option<String>> = match auth_key {
-                Some(k) => match extra.remove(&k) {
-                    Some(v) if v == MASK => None,
-                    v => Some(v),
-                },
-                None => Some(None),
+            let url = errors
+                .check(WebhookUrl::parse(&at("url"), &hook.url))
+                .and_then(|url| {
+                    let checked = match state.sender.policy().check_url(url.url()) {
+                        Err(b) => Err(ApiError::invalid(at("url"), b.to_string())),
+                        Ok(()) if hook.github_actions => url
+                            .check_github_dispatch(&at("url"))
+                            .map_err(ApiError::from),
+                        Ok(()) => Ok(()),
+                    };
+                    errors.check(checked).map(|()| url)
+                });
+            let triggers = errors
+                .check(parse_triggers(&at("triggers"), &hook.triggers))
+                .map(|ts| ts.into_iter().map(|t| t.as_str().to_owned()).collect());
+            let (secret, extra) = split_authorization(&hook.header);
+            let secret_ok = match &secret {
+                Some(Some(v)) => errors
+                    .check(parse_secret(&at("header.Authorization"), v))
+                    .is_some(),
+                _ => true,
             };
-            let existing = state
-                .store
-                .get_webhook_by_name(mref.model_id, &hook.name)
-                .await?;
+            let headers = errors.check(parse_headers(&at("header"), &extra));
+            let (Some(name), Some(url), Some(triggers), Some(headers), true) =
+                (name, url, triggers, headers, secret_ok)
+            else {
+                continue;
+            };
             let parsed = Parsed {
-                name: hook.name.clone(),
-                url: WebhookUrl::parse("url", &hook.url)?,
+                name,
+                url,
                 secret,
-                triggers: hook.triggers.clone(),
-                headers: parse_headers("header", &extra)?,
+                triggers,
+                headers,
                 github_actions: hook.github_actions,
                 enabled: None,
             };
-            match existing {
+            match state
+                .store
+                .get_webhook_by_name(mref.model_id, &parsed.name)
+                .await?
+            {
                 Some(record) => {
-                    update_from(&state, record, parsed, &caller.username).await?;
+                    let follows = check_secret_follows(
+                        &record,
+                        &parsed.url,
+                        parsed.secret.is_some(),
+                        &at("header.Authorization"),
+                        "send the Authorization header itself again (not the mask), or leave it \
+                         out to remove the secret",
+                    );
+                    if errors.check(follows).is_some() {
+                        writes.push(WebhookWrite::Update(updated_record(&state, record, parsed)));
+                    }
                 }
-                None => {
-                    create_from(&state, &mref, parsed, &caller.username).await?;
-                }
+                None => writes.push(WebhookWrite::Create(new_record(&state, &mref, parsed))),
             }
         }
+        models.push((i, mref));
+    }
+    errors.finish()?;
+    save(&state, &writes, &caller.username, |model_id, total| {
+        let (i, name) = models
+            .iter()
+            .find(|(_, m)| m.model_id == model_id)
+            .map(|(i, m)| (*i, m.model_name.as_str()))
+            .unwrap_or((0, ""));
+        ApiError::conflict(
+            format!("webhookConfigs[{i}].webhookUrls"),
+            format!(
+                "a model has at most {MAX_WEBHOOKS_PER_MODEL} webhooks; this request would \
+                 give `{name}` {total}: nothing was changed"
+            ),
+        )
+    })
+    .await?;
+    let mut out = Vec::new();
+    for (_, mref) in models {
         let hooks = state.store.list_webhooks(mref.model_id).await?;
         out.push(CometConfig {
             workspace_name: mref.workspace_name.clone(),

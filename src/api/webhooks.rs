@@ -28,8 +28,8 @@ use crate::domain::{
 };
 use crate::error::{ApiError, FieldErrors};
 use crate::store::{
-    AuditAction, AuditEntry, AuditTarget, ModelRef, WebhookRecord, WorkspaceAccess, now_micros,
-    url_host,
+    AuditAction, AuditEntry, AuditTarget, ModelRef, SaveWebhooks, WebhookRecord, WebhookWrite,
+    WorkspaceAccess, now_micros, url_host,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -168,7 +168,10 @@ pub struct RequestOut {
 #[serde(rename_all = "camelCase")]
 pub struct ResponseOut {
     pub status_code: u16,
+    /// The first headers of the answer: at most 64, and 16 KiB in all.
     pub headers: BTreeMap<String, String>,
+    /// How many headers of the answer were not kept, past those caps (0: all were).
+    pub headers_omitted: u64,
     /// The first 64 KiB of the body.
     pub body: String,
 }
@@ -222,7 +225,10 @@ pub struct AttemptOut {
     pub error_class: Option<String>,
     pub error: Option<String>,
     pub request_headers: BTreeMap<String, String>,
+    /// The first headers of the answer: at most 64, and 16 KiB in all.
     pub response_headers: BTreeMap<String, String>,
+    /// How many headers of the answer were not kept, past those caps (0: all were).
+    pub response_headers_omitted: i64,
     /// The first 64 KiB.
     pub response_body: Option<String>,
     /// The Berth node that made the attempt.
@@ -391,26 +397,15 @@ async fn scope(
     Ok((ws, mref))
 }
 
-/// Creates a webhook from a parsed configuration, as `actor`.
 /// The most webhooks one model may have: every event writes one delivery per webhook, and
 /// the model's list is answered whole.
 pub const MAX_WEBHOOKS_PER_MODEL: i64 = 100;
 
-pub(crate) async fn create_from(
-    state: &AppState,
-    mref: &ModelRef,
-    p: Parsed,
-    actor: &str,
-) -> Result<WebhookRecord, ApiError> {
-    if state.store.count_webhooks(mref.model_id).await? >= MAX_WEBHOOKS_PER_MODEL {
-        return Err(ApiError::conflict(
-            "name",
-            format!("a model has at most {MAX_WEBHOOKS_PER_MODEL} webhooks; delete one first"),
-        ));
-    }
+/// A new webhook from a parsed configuration, its secret sealed and a signing key made.
+pub(crate) fn new_record(state: &AppState, mref: &ModelRef, p: Parsed) -> WebhookRecord {
     let id = uuid::Uuid::now_v7().to_string();
     let now = now_micros();
-    let record = WebhookRecord {
+    WebhookRecord {
         secret_enc: p
             .secret
             .flatten()
@@ -434,24 +429,15 @@ pub(crate) async fn create_from(
         created_at: now,
         updated_at: now,
         last_delivery: None,
-    };
-    state
-        .store
-        .create_webhook(&record, actor)
-        .await
-        .map_err(|e| {
-            ApiError::unique(e, "name", "this model already has a webhook with this name")
-        })?;
-    Ok(record)
+    }
 }
 
-/// Applies a parsed configuration to a stored webhook, as `actor`.
-pub(crate) async fn update_from(
+/// A stored webhook with a parsed configuration applied (not yet saved).
+pub(crate) fn updated_record(
     state: &AppState,
     mut record: WebhookRecord,
     p: Parsed,
-    actor: &str,
-) -> Result<WebhookRecord, ApiError> {
+) -> WebhookRecord {
     record.name = p.name;
     record.url = p.url.as_str().to_owned();
     match p.secret {
@@ -473,16 +459,66 @@ pub(crate) async fn update_from(
         }
         record.enabled = enabled;
     }
-    state
+    record.updated_at = now_micros();
+    record
+}
+
+/// Saves webhook changes in one transaction, as `actor`: all or none. `too_many` words the
+/// refusal when a model would pass [`MAX_WEBHOOKS_PER_MODEL`].
+pub(crate) async fn save(
+    state: &AppState,
+    writes: &[WebhookWrite],
+    actor: &str,
+    too_many: impl FnOnce(i64, i64) -> ApiError,
+) -> Result<(), ApiError> {
+    let outcome = state
         .store
-        .update_webhook(&record, actor)
+        .save_webhooks(writes, MAX_WEBHOOKS_PER_MODEL, actor)
         .await
         .map_err(|e| {
             ApiError::unique(e, "name", "this model already has a webhook with this name")
         })?;
-    record.updated_at = now_micros();
-    Ok(record)
+    match outcome {
+        SaveWebhooks::Saved => Ok(()),
+        SaveWebhooks::TooMany { model_id, total } => Err(too_many(model_id, total)),
+        SaveWebhooks::Missing { .. } => Err(ApiError::not_found("webhook")),
+    }
 }
+
+fn too_many_webhooks(_model_id: i64, _total: i64) -> ApiError {
+    ApiError::conflict(
+        "name",
+        format!("a model has at most {MAX_WEBHOOKS_PER_MODEL} webhooks; delete one first"),
+    )
+}
+
+/// Refuses to keep a stored secret for a URL of another origin (scheme, host, port): it
+/// would travel to a host it was never given for. The caller must give the secret again,
+/// or remove it, in the same request. (The signing key may stay: it never travels, only
+/// signatures made with it, and workspace admins can read it anyway.)
+pub(crate) fn check_secret_follows(
+    stored: &WebhookRecord,
+    url: &WebhookUrl,
+    secret_given: bool,
+    field: &str,
+    how: &str,
+) -> Result<(), ApiError> {
+    if secret_given || stored.secret_enc.is_none() || url.same_origin(&stored.url) {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        field,
+        format!(
+            "the URL moves this webhook from {} to {}: a stored secret is never sent to \
+             another origin, so {how}",
+            crate::domain::origin_of(&stored.url),
+            url.origin()
+        ),
+    ))
+}
+
+/// Removing or replacing the secret, in the native API's words.
+const GIVE_SECRET: &str = "give the secret again (or null to remove it) in the same request";
 
 /// Attach a webhook to a model (workspace admins).
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/models/{model}/webhooks", tag = "webhooks",
@@ -499,7 +535,14 @@ async fn create_webhook(
     let (ws, mref) = scope(&state, &caller, &ws, &name).await?;
     require_ws_admin(&ws, "configure webhooks")?;
     let p = parse_config(&state, RawConfig::of(&input))?;
-    let record = create_from(&state, &mref, p, &caller.username).await?;
+    let record = new_record(&state, &mref, p);
+    save(
+        &state,
+        &[WebhookWrite::Create(record.clone())],
+        &caller.username,
+        too_many_webhooks,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(record.into())))
 }
 
@@ -555,12 +598,21 @@ async fn put_webhook(
     let record = webhook_of(&state, &mref, &id).await?;
     require_ws_admin(&ws, "configure webhooks")?;
     let p = parse_config(&state, RawConfig::of(&input))?;
-    let record = update_from(&state, record, p, &caller.username).await?;
+    check_secret_follows(&record, &p.url, p.secret.is_some(), "secret", GIVE_SECRET)?;
+    let record = updated_record(&state, record, p);
+    let id = record.id.clone();
+    save(
+        &state,
+        &[WebhookWrite::Update(record)],
+        &caller.username,
+        too_many_webhooks,
+    )
+    .await?;
     let fresh = state
         .store
-        .get_webhook(mref.model_id, &record.id)
+        .get_webhook(mref.model_id, &id)
         .await?
-        .unwrap_or(record);
+        .ok_or_else(|| ApiError::not_found("webhook"))?;
     Ok(Json(fresh.into()))
 }
 
@@ -594,6 +646,7 @@ fn test_result(req: &http::Outgoing, outcome: Outcome) -> TestResult {
     let response = outcome.status_code.map(|code| ResponseOut {
         status_code: code,
         headers: outcome.response_headers.iter().cloned().collect(),
+        headers_omitted: u64::try_from(outcome.response_headers_omitted).unwrap_or(u64::MAX),
         body: outcome.response_body.clone(),
     });
     TestResult {
@@ -692,6 +745,9 @@ async fn test_unsaved(
             enabled: input.enabled,
         },
     )?;
+    if let Some(w) = &stored {
+        check_secret_follows(w, &p.url, p.secret.is_some(), "secret", GIVE_SECRET)?;
+    }
     let (stored_secret, signing) = match &stored {
         Some(w) => {
             let t = target_of(&state.secrets, w).map_err(ApiError::Internal)?;
@@ -950,6 +1006,7 @@ async fn get_delivery(
                 error: a.error.clone(),
                 request_headers: header_map(Some(&a.request_headers)),
                 response_headers: header_map(a.response_headers.as_deref()),
+                response_headers_omitted: a.response_headers_omitted,
                 response_body: a.response_body.clone(),
                 node: a.node.clone(),
             })

@@ -14,6 +14,27 @@ use crate::domain::EventPayload;
 
 /// The most of a response body that is kept.
 pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
+/// The most response headers kept per attempt (and shown by Test Webhook).
+pub const MAX_RESPONSE_HEADERS: usize = 64;
+/// The most bytes of response headers kept, counted as on the wire (`name: value\r\n`).
+pub const MAX_RESPONSE_HEADER_BYTES: usize = 16 * 1024;
+
+/// The first response headers that fit both caps, and how many were left out after them.
+pub fn cap_headers(mut all: Vec<(String, String)>) -> (Vec<(String, String)>, usize) {
+    let mut bytes = 0;
+    let mut kept = 0;
+    for (k, v) in &all {
+        let size = k.len() + v.len() + 4;
+        if kept == MAX_RESPONSE_HEADERS || bytes + size > MAX_RESPONSE_HEADER_BYTES {
+            break;
+        }
+        bytes += size;
+        kept += 1;
+    }
+    let omitted = all.len() - kept;
+    all.truncate(kept);
+    (all, omitted)
+}
 
 /// The user agent of every webhook request.
 pub fn user_agent() -> String {
@@ -78,7 +99,11 @@ pub struct Outcome {
     pub status_code: Option<u16>,
     pub error_class: Option<ErrorClass>,
     pub error: Option<String>,
+    /// The first headers of the answer, within [`MAX_RESPONSE_HEADERS`] and
+    /// [`MAX_RESPONSE_HEADER_BYTES`].
     pub response_headers: Vec<(String, String)>,
+    /// How many headers of the answer were not kept, past those caps.
+    pub response_headers_omitted: usize,
     pub response_body: String,
     pub retry_after: Option<Duration>,
 }
@@ -93,6 +118,7 @@ impl Outcome {
             error_class: Some(ErrorClass::Internal),
             error: Some(message),
             response_headers: Vec::new(),
+            response_headers_omitted: 0,
             response_body: String::new(),
             retry_after: None,
         }
@@ -244,6 +270,7 @@ impl Sender {
             error_class: None,
             error: None,
             response_headers: Vec::new(),
+            response_headers_omitted: 0,
             response_body: String::new(),
             retry_after: None,
         };
@@ -309,7 +336,7 @@ impl Sender {
                         .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
                         .and_then(|(_, v)| parse_retry_after(v, chrono::Utc::now()));
                 }
-                outcome.response_headers = headers;
+                (outcome.response_headers, outcome.response_headers_omitted) = cap_headers(headers);
                 if status.is_redirection() {
                     outcome.error_class = Some(ErrorClass::Redirect);
                     outcome.error = Some(format!(
@@ -411,6 +438,27 @@ mod tests {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn response_headers_are_capped_by_count_and_bytes() {
+        let many: Vec<(String, String)> =
+            (0..100).map(|i| (format!("x-h{i}"), "v".into())).collect();
+        let (kept, omitted) = cap_headers(many);
+        assert_eq!(
+            (kept.len(), omitted),
+            (MAX_RESPONSE_HEADERS, 100 - MAX_RESPONSE_HEADERS)
+        );
+        assert_eq!(kept[0].0, "x-h0", "the first ones are kept, in order");
+        let big: Vec<(String, String)> = (0..95)
+            .map(|i| (format!("x-big-{i}"), "a".repeat(3800)))
+            .collect();
+        let (kept, omitted) = cap_headers(big);
+        let bytes: usize = kept.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+        assert!(bytes <= MAX_RESPONSE_HEADER_BYTES, "{bytes}");
+        assert_eq!((kept.len(), omitted), (4, 91));
+        let (kept, omitted) = cap_headers(vec![("a".into(), "b".into())]);
+        assert_eq!((kept.len(), omitted), (1, 0));
     }
 
     #[test]

@@ -343,6 +343,8 @@ impl Worker {
                 ),
                 response_body: Some(outcome.response_body.clone()),
                 node: config.node.clone(),
+                response_headers_omitted: i64::try_from(outcome.response_headers_omitted)
+                    .unwrap_or(i64::MAX),
             },
             state,
             next_attempt_at,

@@ -15,7 +15,7 @@ pub use names::{
 };
 pub use version::VersionNumber;
 pub use webhook::{
-    MAX_HEADERS, MAX_URL_LEN, WebhookUrl, parse_headers, parse_secret, parse_triggers,
+    MAX_HEADERS, MAX_URL_LEN, WebhookUrl, origin_of, parse_headers, parse_secret, parse_triggers,
     parse_webhook_name,
 };
 

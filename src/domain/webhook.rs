@@ -52,6 +52,17 @@ impl WebhookUrl {
         &self.0
     }
 
+    /// The origin: scheme, host and port (the scheme's default when none is written), e.g.
+    /// `https://example.com:8443`.
+    pub fn origin(&self) -> String {
+        self.0.origin().ascii_serialization()
+    }
+
+    /// Whether `other` (a stored URL) has the same origin; a URL that does not parse has none.
+    pub fn same_origin(&self, other: &str) -> bool {
+        url::Url::parse(other).is_ok_and(|o| o.origin() == self.0.origin())
+    }
+
     /// Checks the path of a GitHub `repository_dispatch` endpoint: `/repos/OWNER/REPO/dispatches`
     /// (api.github.com) or `/api/v3/repos/OWNER/REPO/dispatches` (GitHub Enterprise Server).
     pub fn check_github_dispatch(&self, field: &str) -> Result<(), Invalid> {
@@ -74,6 +85,11 @@ impl WebhookUrl {
             ))
         }
     }
+}
+
+/// The origin of a stored URL, for messages (`null` when it does not parse).
+pub fn origin_of(url: &str) -> String {
+    url::Url::parse(url).map_or_else(|_| "null".into(), |u| u.origin().ascii_serialization())
 }
 
 /// Headers the delivery engine sets itself; a webhook may not override them.
@@ -217,6 +233,18 @@ pub fn parse_secret(field: &str, value: &str) -> Result<String, Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_compare_scheme_host_and_port() {
+        let u = WebhookUrl::parse("url", "https://Example.com/a?b=1").unwrap();
+        assert_eq!(u.origin(), "https://example.com");
+        assert!(u.same_origin("https://example.com:443/other/path"));
+        assert!(!u.same_origin("http://example.com/a?b=1"));
+        assert!(!u.same_origin("https://example.com:8443/a?b=1"));
+        assert!(!u.same_origin("https://evil.example.com/a?b=1"));
+        assert!(!u.same_origin("not a url"));
+        assert_eq!(origin_of("http://127.0.0.1:9/x"), "http://127.0.0.1:9");
+    }
 
     #[test]
     fn urls() {

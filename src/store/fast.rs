@@ -256,7 +256,8 @@ pub(super) fn record_success(
     conn.prepare_cached(
         "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, \
          status_code, error_class, error, request_url, request_headers, response_headers, \
-         response_body, node) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         response_body, node, response_headers_omitted) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -272,6 +273,7 @@ pub(super) fn record_success(
             a.response_headers,
             a.response_body,
             a.node,
+            a.response_headers_omitted,
         ])
     })
     .db()?;

@@ -52,7 +52,7 @@ pub use versions::{
 };
 pub use webhooks::{
     AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryRecord, EnableOutcome, QueueStats,
-    WebhookRecord,
+    SaveWebhooks, WebhookRecord, WebhookWrite,
 };
 pub use workspaces::{LastAdmin, Member, StatusDef, Workspace, WorkspaceAccess};
 

@@ -78,6 +78,8 @@ pub struct AttemptRecord {
     pub response_headers: Option<String>,
     pub response_body: Option<String>,
     pub node: String,
+    /// How many of the receiver's headers were not kept (see `http::cap_headers`).
+    pub response_headers_omitted: i64,
 }
 
 /// What the worker decided after an attempt.
@@ -97,6 +99,28 @@ pub struct AttemptResult {
     /// (A failure recorded between the claim and this success leaves `failing_since` set
     /// until the next success: the run then looks older by at most one attempt's time.)
     pub webhook_was_failing: bool,
+}
+
+/// One change of a batch given to [`Store::save_webhooks`].
+#[derive(Debug, Clone)]
+pub enum WebhookWrite {
+    Create(WebhookRecord),
+    Update(WebhookRecord),
+}
+
+/// What [`Store::save_webhooks`] did. Anything but `Saved` wrote nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaveWebhooks {
+    Saved,
+    /// Model `model_id` would have `total` webhooks, more than the limit.
+    TooMany {
+        model_id: i64,
+        total: i64,
+    },
+    /// A webhook to update no longer exists.
+    Missing {
+        id: String,
+    },
 }
 
 /// What re-enabling a webhook queued (see [`Store::enable_webhook`]).
@@ -268,6 +292,7 @@ fn bind_attempt<'q>(
         .bind(a.response_headers.as_deref())
         .bind(a.response_body.as_deref())
         .bind(a.node.as_str())
+        .bind(a.response_headers_omitted)
 }
 
 async fn disable(
@@ -322,6 +347,70 @@ impl Store {
 
     pub async fn create_webhook(&self, w: &WebhookRecord, actor: &str) -> Result<(), sqlx::Error> {
         let mut tx = self.begin().await?;
+        self.insert_webhook(&mut tx, w, actor).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Writes a batch of webhook changes in one transaction, as `actor`: all of them, or,
+    /// when a model would pass `max_per_model` webhooks or a webhook to update is gone,
+    /// none. The count is taken inside the transaction, under a lock on each model the
+    /// batch adds to (PostgreSQL; SQLite's writer is alone), so concurrent batches cannot
+    /// pass the limit together.
+    pub async fn save_webhooks(
+        &self,
+        writes: &[WebhookWrite],
+        max_per_model: i64,
+        actor: &str,
+    ) -> Result<SaveWebhooks, sqlx::Error> {
+        let mut adding: std::collections::BTreeMap<i64, i64> = Default::default();
+        for w in writes {
+            if let WebhookWrite::Create(r) = w {
+                *adding.entry(r.model_id).or_default() += 1;
+            }
+        }
+        let mut tx = self.begin().await?;
+        // In ascending model order, so two batches lock in the same order.
+        for (&model_id, &n) in &adding {
+            if self.backend == Backend::Postgres {
+                sqlx::query("SELECT id FROM models WHERE id = $1 FOR NO KEY UPDATE")
+                    .bind(model_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let have: i64 = sqlx::query("SELECT COUNT(*) AS n FROM webhooks WHERE model_id = $1")
+                .bind(model_id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("n")?;
+            if have + n > max_per_model {
+                return Ok(SaveWebhooks::TooMany {
+                    model_id,
+                    total: have + n,
+                });
+            }
+        }
+        for w in writes {
+            match w {
+                WebhookWrite::Create(r) => self.insert_webhook(&mut tx, r, actor).await?,
+                WebhookWrite::Update(r) => {
+                    if !self.update_webhook_in(&mut tx, r, actor).await? {
+                        return Ok(SaveWebhooks::Missing { id: r.id.clone() });
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(SaveWebhooks::Saved)
+    }
+
+    /// Inserts a webhook and its `webhook.created` audit row inside `tx`.
+    async fn insert_webhook(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        w: &WebhookRecord,
+        actor: &str,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO webhooks (id, workspace_id, model_id, name, url, secret_enc, triggers, \
              headers, github_actions, enabled, disabled_reason, signing_key_enc, created_at, \
@@ -345,7 +434,7 @@ impl Store {
         .bind(name_key(&w.name))
         .execute(&mut *tx)
         .await?;
-        if let Some((workspace_id, target)) = self.webhook_target(&mut tx, &w.id).await? {
+        if let Some((workspace_id, target)) = self.webhook_target(tx, &w.id).await? {
             let entry = AuditEntry {
                 workspace_id,
                 actor: actor.to_owned(),
@@ -353,9 +442,8 @@ impl Store {
                 target,
                 details: webhook_summary(w),
             };
-            self.insert_audit(&mut tx, &entry).await?;
+            self.insert_audit(tx, &entry).await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -367,6 +455,20 @@ impl Store {
         actor: &str,
     ) -> Result<bool, sqlx::Error> {
         let mut tx = self.begin().await?;
+        if !self.update_webhook_in(&mut tx, w, actor).await? {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// `update_webhook` inside `tx`: false when the webhook is gone.
+    async fn update_webhook_in(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        w: &WebhookRecord,
+        actor: &str,
+    ) -> Result<bool, sqlx::Error> {
         let lock = if self.backend == Backend::Postgres {
             " FOR UPDATE"
         } else {
@@ -413,7 +515,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
-        if let Some((workspace_id, target)) = self.webhook_target(&mut tx, &w.id).await? {
+        if let Some((workspace_id, target)) = self.webhook_target(tx, &w.id).await? {
             let mut entries = Vec::new();
             if let Some(details) = webhook_changes(&old, w) {
                 entries.push((AuditAction::WebhookUpdated, details));
@@ -437,10 +539,9 @@ impl Store {
                     target: target.clone(),
                     details,
                 };
-                self.insert_audit(&mut tx, &entry).await?;
+                self.insert_audit(tx, &entry).await?;
             }
         }
-        tx.commit().await?;
         Ok(true)
     }
 
@@ -788,8 +889,9 @@ impl Store {
                     let text = format!(
                         "{update}; INSERT INTO delivery_attempts (delivery_id, attempt, \
                          started_at, duration_ms, status_code, error_class, error, \
-                         request_url, request_headers, response_headers, response_body, node) \
-                         SELECT $1, $6, $7, $8, $4, $9, $10, $11, $12, $13, $14, $15 \
+                         request_url, request_headers, response_headers, response_body, node, \
+                         response_headers_omitted) \
+                         SELECT $1, $6, $7, $8, $4, $9, $10, $11, $12, $13, $14, $15, $16 \
                          WHERE changes() > 0"
                     );
                     // The text is fixed above; every value is bound.
@@ -814,8 +916,9 @@ impl Store {
                         let q = sqlx::query(
                             "INSERT INTO delivery_attempts (delivery_id, status_code, attempt, \
                              started_at, duration_ms, error_class, error, request_url, \
-                             request_headers, response_headers, response_body, node) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                             request_headers, response_headers, response_body, node, \
+                             response_headers_omitted) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                         )
                         .bind(delivery_id.as_str())
                         .bind(a.status_code);
@@ -994,8 +1097,8 @@ impl Store {
         let delivery = delivery_from_row(&row)?;
         let rows = sqlx::query(
             "SELECT attempt, started_at, duration_ms, status_code, error_class, error, \
-             request_url, request_headers, response_headers, response_body, node \
-             FROM delivery_attempts WHERE delivery_id = $1 ORDER BY id",
+             request_url, request_headers, response_headers, response_body, node, \
+             response_headers_omitted FROM delivery_attempts WHERE delivery_id = $1 ORDER BY id",
         )
         .bind(id)
         .fetch_all(&self.read)
@@ -1015,6 +1118,7 @@ impl Store {
                     response_headers: r.try_get("response_headers")?,
                     response_body: r.try_get("response_body")?,
                     node: r.try_get("node")?,
+                    response_headers_omitted: r.try_get("response_headers_omitted")?,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;

@@ -420,9 +420,9 @@ fn webhook_modal() -> Markup {
                         div.field-error data-for="url" {}
                     }
                     div.field {
-                        label for="wh-secret" { "Secret (optional)" }
-                        input #wh-secret name="secret" type="password" autocomplete="new-password";
-                        div.hint #secret-hint { "Sent as the Authorization header." }
+                        label #secret-label for="wh-secret" { "Secret (optional)" }
+                        input #wh-secret name="secret" type="password" autocomplete="new-password" aria-describedby="secret-hint";
+                        div.hint #secret-hint aria-live="polite" { "Sent as the Authorization header." }
                         label.check #remove-secret-row hidden { input #wh-remove-secret type="checkbox"; " Remove secret" }
                         div.field-error data-for="secret" {}
                     }

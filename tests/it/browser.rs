@@ -544,6 +544,31 @@ async fn the_ui_end_to_end_in_chromium() {
         "the stored secret is still sent after an edit"
     );
 
+    // Moving the URL to another origin asks for the secret again: the modal says so, and a
+    // save without it is refused under the secret field (nothing changes).
+    ui.click("tr[data-webhook] .kebab").await;
+    ui.click("tr[data-webhook] [data-action=edit]").await;
+    ui.wait_until("!document.querySelector('#webhook-modal').hidden")
+        .await;
+    ui.eval("document.querySelector('#wh-url').value = ''")
+        .await;
+    ui.type_into("#wh-url", "http://127.0.0.1:9/elsewhere")
+        .await;
+    ui.wait_until("document.querySelector('#secret-hint').innerText.includes('another origin')")
+        .await;
+    assert_eq!(
+        ui.eval("document.querySelector('#wh-secret').required")
+            .await,
+        Value::Bool(true)
+    );
+    ui.click("#wh-save").await;
+    ui.wait_until("document.querySelector('[data-for=secret]').innerText.includes('origin')")
+        .await;
+    ui.shot("08b-secret-asked-again").await;
+    ui.click("#wh-cancel").await;
+    ui.wait_until("document.querySelector('#webhook-modal').hidden")
+        .await;
+
     // A real event: add a version in the UI; the webhook receives it.
     ui.goto("/w/acme/m/fraud-detector").await;
     ui.type_into("#v-version", "1.1.0").await;

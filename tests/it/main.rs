@@ -12,6 +12,7 @@ mod connections;
 mod delivery;
 mod errors;
 mod fuzz;
+mod hardening_hooks;
 mod limits;
 mod names;
 mod openapi;

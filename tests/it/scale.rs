@@ -412,6 +412,7 @@ async fn an_attempt_for_a_delivery_deleted_meanwhile_records_nothing(backend: Ba
             response_headers: Some("[]".into()),
             response_body: Some("ok".into()),
             node: "test".into(),
+            response_headers_omitted: 0,
         },
         state: "succeeded",
         next_attempt_at: None,
