@@ -34,12 +34,25 @@ async fn wait_closed(
     limit: Duration,
     what: &str,
 ) -> Duration {
+    read_until_closed(stream, since, limit, what).await.0
+}
+
+/// Like [`wait_closed`], also answering what the server sent before it closed.
+async fn read_until_closed(
+    stream: &mut TcpStream,
+    since: Instant,
+    limit: Duration,
+    what: &str,
+) -> (Duration, String) {
     let mut buf = vec![0u8; 16 * 1024];
+    let mut got = Vec::new();
     loop {
         match tokio::time::timeout_at((since + limit).into(), stream.read(&mut buf)).await {
             Err(_) => panic!("{what}: still open after {limit:?}"),
-            Ok(Ok(0) | Err(_)) => return since.elapsed(),
-            Ok(Ok(_)) => {}
+            Ok(Ok(0) | Err(_)) => {
+                return (since.elapsed(), String::from_utf8_lossy(&got).into_owned());
+            }
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
         }
     }
 }
@@ -142,7 +155,14 @@ async fn connections_slow_and_idle_clients_are_closed_within_the_timeouts() {
         .await
         .expect("write");
         let start = Instant::now();
-        wait_closed(&mut s, start, BODY + SLACK, "promised a body").await
+        let (took, answer) =
+            read_until_closed(&mut s, start, BODY + SLACK, "promised a body").await;
+        // Answered in the error shape: the body was late, not too large.
+        assert!(
+            answer.starts_with("HTTP/1.1 408") && answer.contains("\"request_timeout\""),
+            "promised a body: {answer}"
+        );
+        took
     };
     let idle_after_answer = async {
         let mut s = TcpStream::connect(addr).await.expect("connect");
