@@ -343,9 +343,13 @@ def wait_background(block, expected_block, log, seen, ports, compare):
     expected = normalise(expected_block.text if expected_block else "", ports)
     deadline = time.monotonic() + WAIT
     while True:
-        with open(log, "rb") as f:
-            f.seek(seen)
-            data = f.read()
+        try:
+            with open(log, "rb") as f:
+                f.seek(seen)
+                data = f.read()
+        except FileNotFoundError:
+            # The background command's shell has not opened its log yet.
+            data = b""
         # Only whole lines count.
         whole = data[: data.rfind(b"\n") + 1]
         actual = normalise(whole.decode(errors="replace"), ports)
