@@ -62,13 +62,21 @@ pub async fn backup(settings: &Settings, dest: &Path) -> anyhow::Result<()> {
     let mut conn = SqliteConnection::connect_with(&options)
         .await
         .with_context(|| format!("cannot open {}", source.display()))?;
-    // VACUUM INTO itself refuses a file that appeared since the check above.
-    sqlx::query("VACUUM INTO $1")
+    // The copy holds token and session hashes and the audit log, like the database: it is
+    // created empty and private (0600) first, atomically (`create_new` refuses a file that
+    // appeared since the check above), and VACUUM INTO fills that empty file.
+    create_private_file(dest)
+        .with_context(|| format!("cannot create the backup file {}", dest.display()))?;
+    let copied = sqlx::query("VACUUM INTO $1")
         .bind(dest_text)
         .execute(&mut conn)
-        .await
-        .with_context(|| format!("copying {} to {}", source.display(), dest.display()))?;
+        .await;
     let _ = conn.close().await;
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(dest);
+        return Err(e)
+            .with_context(|| format!("copying {} to {}", source.display(), dest.display()));
+    }
 
     // The copy is complete on disk before we say so.
     std::fs::File::open(dest)
@@ -94,4 +102,16 @@ pub async fn backup(settings: &Settings, dest: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Creates `path` empty, readable by its owner alone; fails if anything is there already.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map(drop)
 }

@@ -179,6 +179,12 @@ async fn ops_backup_of_a_running_server_under_write_load() {
         before.len()
     );
 
+    // The copy is private, as the database is: it holds token hashes and the audit log.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&copy).expect("copy").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "backup file mode {mode:o}");
+    }
     // The copy is sound and holds every acknowledged version.
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(&format!("sqlite://{}", copy.display()))
