@@ -15,10 +15,10 @@ use super::ErrorResponses;
 use super::auth::{CometAuth, model_ref, require_ws_admin, workspace};
 use super::extract::{ApiJson, ApiQuery};
 use super::webhooks::{
-    MAX_WEBHOOKS_PER_MODEL, Parsed, check_secret_follows, new_record, save, updated_record,
+    MAX_WEBHOOKS_PER_MODEL, RawConfig, check_config, check_secret_follows, new_record, save,
+    updated_record,
 };
 use crate::app::AppState;
-use crate::domain::{WebhookUrl, parse_headers, parse_secret, parse_triggers, parse_webhook_name};
 use crate::error::{ApiError, FieldErrors};
 use crate::store::{ModelRef, WebhookRecord, WebhookWrite};
 
@@ -120,53 +120,33 @@ async fn post_config(
         require_ws_admin(&ws, "configure webhooks")?;
         for (j, hook) in cfg.webhook_urls.iter().enumerate() {
             let at = |f: &str| format!("webhookConfigs[{i}].webhookUrls[{j}].{f}");
-            // Every bad field of every entry is reported at once (`errors`).
-            let name = errors.check(parse_webhook_name(&at("name"), &hook.name));
-            if let Some(name) = &name
-                && !seen.insert((mref.model_id, name.clone()))
-            {
+            // Every bad field of every entry is reported at once (`errors`), by the native
+            // routes' checks, under this request's field names.
+            let (secret, extra) = split_authorization(&hook.header);
+            let raw = RawConfig {
+                name: &hook.name,
+                url: &hook.url,
+                secret: &secret,
+                triggers: &hook.triggers,
+                headers: Some(&extra),
+                github_actions: hook.github_actions,
+                enabled: None,
+            };
+            let field = |f: &str| match f {
+                "secret" => at("header.Authorization"),
+                "headers" => at("header"),
+                other => at(other),
+            };
+            let Some(parsed) = check_config(&state, raw, &field, &mut errors) else {
+                continue;
+            };
+            if !seen.insert((mref.model_id, parsed.name.clone())) {
                 errors.add(ApiError::invalid(
                     at("name"),
                     "this request names this model's webhook twice; name each once",
                 ));
-            }
-            let url = errors
-                .check(WebhookUrl::parse(&at("url"), &hook.url))
-                .and_then(|url| {
-                    let checked = match state.sender.policy().check_url(url.url()) {
-                        Err(b) => Err(ApiError::invalid(at("url"), b.to_string())),
-                        Ok(()) if hook.github_actions => url
-                            .check_github_dispatch(&at("url"))
-                            .map_err(ApiError::from),
-                        Ok(()) => Ok(()),
-                    };
-                    errors.check(checked).map(|()| url)
-                });
-            let triggers = errors
-                .check(parse_triggers(&at("triggers"), &hook.triggers))
-                .map(|ts| ts.into_iter().map(|t| t.as_str().to_owned()).collect());
-            let (secret, extra) = split_authorization(&hook.header);
-            let secret_ok = match &secret {
-                Some(Some(v)) => errors
-                    .check(parse_secret(&at("header.Authorization"), v))
-                    .is_some(),
-                _ => true,
-            };
-            let headers = errors.check(parse_headers(&at("header"), &extra));
-            let (Some(name), Some(url), Some(triggers), Some(headers), true) =
-                (name, url, triggers, headers, secret_ok)
-            else {
                 continue;
-            };
-            let parsed = Parsed {
-                name,
-                url,
-                secret,
-                triggers,
-                headers,
-                github_actions: hook.github_actions,
-                enabled: None,
-            };
+            }
             match state
                 .store
                 .get_webhook_by_name(mref.model_id, &parsed.name)

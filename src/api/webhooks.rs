@@ -297,14 +297,14 @@ pub(crate) struct Parsed {
 }
 
 /// A configuration as received, before checks.
-struct RawConfig<'a> {
-    name: &'a str,
-    url: &'a str,
-    secret: &'a Option<Option<String>>,
-    triggers: &'a [String],
-    headers: Option<&'a BTreeMap<String, String>>,
-    github_actions: bool,
-    enabled: Option<bool>,
+pub(crate) struct RawConfig<'a> {
+    pub name: &'a str,
+    pub url: &'a str,
+    pub secret: &'a Option<Option<String>>,
+    pub triggers: &'a [String],
+    pub headers: Option<&'a BTreeMap<String, String>>,
+    pub github_actions: bool,
+    pub enabled: Option<bool>,
 }
 
 impl<'a> RawConfig<'a> {
@@ -324,6 +324,20 @@ impl<'a> RawConfig<'a> {
 /// Checks a configuration field by field, reporting every bad field at once; a literal
 /// blocked address is refused here.
 fn parse_config(state: &AppState, raw: RawConfig<'_>) -> Result<Parsed, ApiError> {
+    let mut errors = FieldErrors::new();
+    let parsed = check_config(state, raw, &|f: &str| f.to_owned(), &mut errors);
+    errors.finish_with(parsed)
+}
+
+/// The checks of [`parse_config`], adding each bad field to `errors` under the name
+/// `field` gives it (`name`, `url`, `secret`, `triggers`, `headers`: the Comet routes name
+/// them after their own request's shape). `None` when a field was bad.
+pub(crate) fn check_config(
+    state: &AppState,
+    raw: RawConfig<'_>,
+    field: &dyn Fn(&str) -> String,
+    errors: &mut FieldErrors,
+) -> Option<Parsed> {
     let RawConfig {
         name,
         url,
@@ -333,33 +347,38 @@ fn parse_config(state: &AppState, raw: RawConfig<'_>) -> Result<Parsed, ApiError
         github_actions,
         enabled,
     } = raw;
-    let mut errors = FieldErrors::new();
-    let name = errors.check(parse_webhook_name("name", name));
-    let url = errors.check(WebhookUrl::parse("url", url)).and_then(|url| {
-        let checked = match state.sender.policy().check_url(url.url()) {
-            Err(b) => Err(ApiError::invalid("url", b.to_string())),
-            Ok(()) if github_actions => url.check_github_dispatch("url").map_err(ApiError::from),
-            Ok(()) => Ok(()),
-        };
-        errors.check(checked).map(|()| url)
-    });
+    let name = errors.check(parse_webhook_name(&field("name"), name));
+    let url = errors
+        .check(WebhookUrl::parse(&field("url"), url))
+        .and_then(|url| {
+            let checked = match state.sender.policy().check_url(url.url()) {
+                Err(b) => Err(ApiError::invalid(field("url"), b.to_string())),
+                Ok(()) if github_actions => url
+                    .check_github_dispatch(&field("url"))
+                    .map_err(ApiError::from),
+                Ok(()) => Ok(()),
+            };
+            errors.check(checked).map(|()| url)
+        });
     let secret = match secret {
         None => Some(None),
         Some(None) => Some(Some(None)),
         Some(Some(s)) => errors
-            .check(parse_secret("secret", s))
+            .check(parse_secret(&field("secret"), s))
             .map(|s| Some(Some(s))),
     };
-    let triggers = errors.check(parse_triggers("triggers", triggers)).map(|t| {
-        t.into_iter()
-            .map(|t| t.as_str().to_owned())
-            .collect::<Vec<_>>()
-    });
+    let triggers = errors
+        .check(parse_triggers(&field("triggers"), triggers))
+        .map(|t| {
+            t.into_iter()
+                .map(|t| t.as_str().to_owned())
+                .collect::<Vec<_>>()
+        });
     let headers = match headers {
-        Some(h) => errors.check(parse_headers("headers", h)),
+        Some(h) => errors.check(parse_headers(&field("headers"), h)),
         None => Some(Vec::new()),
     };
-    let parsed = match (name, url, secret, triggers, headers) {
+    match (name, url, secret, triggers, headers) {
         (Some(name), Some(url), Some(secret), Some(triggers), Some(headers)) => Some(Parsed {
             name,
             url,
@@ -370,8 +389,7 @@ fn parse_config(state: &AppState, raw: RawConfig<'_>) -> Result<Parsed, ApiError
             enabled,
         }),
         _ => None,
-    };
-    errors.finish_with(parsed)
+    }
 }
 
 async fn webhook_of(
