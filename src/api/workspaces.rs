@@ -94,6 +94,7 @@ pub struct MemberList {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StatusOut {
+    #[schema(value_type = super::schema::StatusNameText)]
     pub name: String,
     pub review_required: bool,
 }
@@ -101,6 +102,8 @@ pub struct StatusOut {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Statuses {
+    /// At most 50, no two with the same name or names that look alike.
+    #[schema(max_items = 50)]
     pub statuses: Vec<StatusOut>,
 }
 
