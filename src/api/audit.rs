@@ -94,10 +94,11 @@ pub struct AuditQuery {
     /// not hand out answers 404 naming `cursor`.
     #[param(min_length = 1, max_length = 1024, pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
-    /// Only entries with this action, e.g. `webhook.updated`.
+    /// Only entries with this action, e.g. `webhook.updated`; empty: every action.
     #[param(inline, value_type = Option<super::schema::AuditActionName>)]
     pub action: Option<String>,
-    /// Only entries about this model (by name; deleted models included).
+    /// Only entries about this model (by name; deleted models included); empty: every model.
+    #[param(max_length = 100, pattern = "^(?:[A-Za-z0-9][A-Za-z0-9._-]*)?$")]
     pub model: Option<String>,
 }
 

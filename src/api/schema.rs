@@ -109,8 +109,13 @@ schema_type!(
     AuditActionName,
     ObjectBuilder::new()
         .schema_type(Type::String)
-        .enum_values(Some(AuditAction::ALL.iter().map(|a| a.as_str())))
-        .description(Some("An action of the audit log."))
+        .enum_values(Some(
+            AuditAction::ALL
+                .iter()
+                .map(|a| a.as_str())
+                .chain(std::iter::once("")),
+        ))
+        .description(Some("An action of the audit log; empty for every action."))
         .into()
 );
 
