@@ -30,6 +30,10 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// A well-formed value of a request field that names nothing here (a cursor this server
+    /// did not hand out): 404 naming the field.
+    #[error("{message}")]
+    NotFoundIn { message: String, field: String },
     #[error("{message}")]
     Conflict {
         message: String,
@@ -192,7 +196,9 @@ impl ApiError {
             }
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::NotFound(_) | ApiError::NotFoundIn { .. } => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType(_) => {
@@ -256,6 +262,7 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         let field = match &self {
             ApiError::Invalid { field, .. } | ApiError::Conflict { field, .. } => field.clone(),
+            ApiError::NotFoundIn { field, .. } => Some(field.clone()),
             ApiError::InvalidFields(list) => list.first().and_then(|e| e.field.clone()),
             _ => None,
         };

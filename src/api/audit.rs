@@ -90,12 +90,15 @@ pub struct AuditQuery {
     /// How many entries to return: 1 to 500, default 50.
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
-    /// The `nextCursor` of the previous page.
-    #[param(min_length = 1)]
+    /// The `nextCursor` of the previous page: base64url, as handed out. One this server did
+    /// not hand out answers 404 naming `cursor`.
+    #[param(min_length = 1, max_length = 1024, pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
-    /// Only entries with this action, e.g. `webhook.updated`.
+    /// Only entries with this action, e.g. `webhook.updated`; empty: every action.
+    #[param(inline, value_type = Option<super::schema::AuditActionName>)]
     pub action: Option<String>,
-    /// Only entries about this model (by name; deleted models included).
+    /// Only entries about this model (by name; deleted models included); empty: every model.
+    #[param(max_length = 100, pattern = "^(?:[A-Za-z0-9][A-Za-z0-9._-]*)?$")]
     pub model: Option<String>,
 }
 

@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use super::ErrorResponses;
 use super::auth::{CometAuth, model_ref, require_ws_admin, workspace};
 use super::extract::{ApiJson, ApiQuery};
+use super::schema::{CometHeaders, TriggerName, WebhookNameText};
 use super::webhooks::{
     MAX_WEBHOOKS_PER_MODEL, RawConfig, check_config, check_secret_follows, new_record, save,
     updated_record,
@@ -38,7 +39,19 @@ pub struct CometConfigs {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CometConfig {
+    /// A workspace name, as in the REST API.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$"
+    )]
     pub workspace_name: String,
+    /// A model name, as in the REST API.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$"
+    )]
     pub model_name: String,
     pub webhook_urls: Vec<CometWebhook>,
 }
@@ -46,11 +59,16 @@ pub struct CometConfig {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CometWebhook {
+    #[schema(value_type = WebhookNameText)]
     pub name: String,
+    /// Absolute http(s) URL, at most 2048 characters, without user info.
+    #[schema(min_length = 1, max_length = 2048)]
     pub url: String,
+    #[schema(value_type = Vec<TriggerName>, min_items = 1)]
     pub triggers: Vec<String>,
     /// Extra headers; `Authorization` is the webhook's secret (masked on GET).
     #[serde(default)]
+    #[schema(value_type = CometHeaders)]
     pub header: BTreeMap<String, String>,
     /// Berth extension: GitHub Actions format.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -61,7 +79,11 @@ pub struct CometWebhook {
 #[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct CometQuery {
+    /// Required: a workspace name.
+    #[param(required = true, value_type = String, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     pub workspace_name: Option<String>,
+    /// Required: a model name.
+    #[param(required = true, value_type = String, min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     pub model_name: Option<String>,
 }
 

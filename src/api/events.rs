@@ -8,7 +8,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{Auth, workspace};
-use super::extract::{ApiPath, ApiQuery, decode_cursor, encode_cursor, parse_limit};
+use super::extract::{ApiPath, ApiQuery, decode_cursor_as, encode_cursor, parse_limit};
 use super::{ErrorResponses, rfc3339};
 use crate::app::AppState;
 use crate::domain::{EventPayload, EventTrigger};
@@ -40,7 +40,9 @@ pub struct EventList {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventQuery {
-    /// The `nextCursor` of the previous page; absent to start from the first event.
+    /// The `nextCursor` of the previous page (base64url, as handed out); absent to start from
+    /// the first event. One this server did not hand out answers 404 naming `after`.
+    #[param(min_length = 1, max_length = 1024, pattern = "^[A-Za-z0-9_-]+$")]
     pub after: Option<String>,
     /// How many events to return: 1 to 500, default 50.
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
@@ -67,9 +69,7 @@ async fn list_events(
     let after = match q.after.as_deref() {
         None => None,
         Some(text) => {
-            let c: CursorJson = decode_cursor(text).map_err(|_| {
-                ApiError::invalid("after", "after is not a cursor this server handed out")
-            })?;
+            let c: CursorJson = decode_cursor_as("after", text)?;
             Some(EventCursor { seq: c.s })
         }
     };

@@ -302,8 +302,9 @@ pub struct PageQuery {
     /// How many items to return: 1 to 500, default 50.
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
-    /// The `nextCursor` of the previous page.
-    #[param(min_length = 1)]
+    /// The `nextCursor` of the previous page: base64url, as handed out. One this server did
+    /// not hand out answers 404 naming `cursor`.
+    #[param(min_length = 1, max_length = 1024, pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
 }
 
@@ -340,13 +341,41 @@ pub fn encode_cursor<C: Serialize>(c: &C) -> String {
     URL_SAFE_NO_PAD.encode(json)
 }
 
+/// The longest cursor taken (the documented `maxLength`); Berth's own are far shorter.
+pub const MAX_CURSOR_LEN: usize = 1024;
+
+/// Decodes a `cursor` parameter; see [`decode_cursor_as`].
 pub fn decode_cursor<C: DeserializeOwned>(text: &str) -> Result<C, ApiError> {
-    let bad = || ApiError::invalid("cursor", "cursor is not one this server handed out");
-    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
-    if nul_field(&bytes).is_some() {
-        return Err(bad());
+    decode_cursor_as("cursor", text)
+}
+
+/// Decodes the cursor in parameter `field`. A value that is not base64url (the documented
+/// pattern `^[A-Za-z0-9_-]+$`, at most [`MAX_CURSOR_LEN`] characters) is malformed: 400. One
+/// of that form that this server did not hand out names no page: 404, naming the field, as
+/// a well-formed id that names nothing would.
+pub fn decode_cursor_as<C: DeserializeOwned>(field: &str, text: &str) -> Result<C, ApiError> {
+    let well_formed = !text.is_empty()
+        && text.len() <= MAX_CURSOR_LEN
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !well_formed {
+        return Err(ApiError::invalid(
+            field,
+            format!(
+                "{field} must be a cursor as handed out: 1-{MAX_CURSOR_LEN} base64url characters"
+            ),
+        ));
     }
-    serde_json::from_slice(&bytes).map_err(|_| bad())
+    let unknown = || ApiError::NotFoundIn {
+        message: format!("{field} is not a cursor this server handed out"),
+        field: field.to_owned(),
+    };
+    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| unknown())?;
+    if nul_field(&bytes).is_some() {
+        return Err(unknown());
+    }
+    serde_json::from_slice(&bytes).map_err(|_| unknown())
 }
 
 /// Splits a fetched `limit + 1` rows into the page and the cursor of the next page.
@@ -496,6 +525,29 @@ mod tests {
         let c = encode_cursor(&("a", 3));
         let back: (String, i64) = decode_cursor(&c).unwrap();
         assert_eq!(back, ("a".to_owned(), 3));
-        assert!(decode_cursor::<(String, i64)>("!!").is_err());
+        let status = |r: Result<(String, i64), ApiError>| {
+            axum::response::IntoResponse::into_response(r.unwrap_err()).status()
+        };
+        // Not base64url: malformed. Base64url, but not ours: names no page.
+        assert_eq!(
+            status(decode_cursor("!!")),
+            axum::http::StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(decode_cursor("")),
+            axum::http::StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(decode_cursor(&"A".repeat(1025))),
+            axum::http::StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(decode_cursor("0")),
+            axum::http::StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status(decode_cursor("AAAA")),
+            axum::http::StatusCode::NOT_FOUND
+        );
     }
 }

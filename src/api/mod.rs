@@ -10,6 +10,7 @@ pub mod extract;
 pub mod health;
 pub mod limits;
 pub mod models;
+pub mod schema;
 pub mod users;
 pub mod versions;
 pub mod webhooks;

@@ -32,7 +32,11 @@ pub struct ModelIn {
         pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$"
     )]
     pub name: String,
-    /// At most 5000 characters.
+    /// At most 5000 characters, no control characters but tab, CR and LF.
+    #[schema(
+        max_length = 5000,
+        pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub description: Option<String>,
 }
 
@@ -46,6 +50,11 @@ pub struct ModelPatchIn {
         pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$"
     )]
     pub name: Option<String>,
+    /// As for creation.
+    #[schema(
+        max_length = 5000,
+        pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub description: Option<String>,
 }
 
@@ -96,10 +105,16 @@ pub struct ModelQuery {
     /// How many items to return: 1 to 500, default 50.
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
-    /// The `nextCursor` of the previous page.
-    #[param(min_length = 1)]
+    /// The `nextCursor` of the previous page: base64url, as handed out. One this server did
+    /// not hand out answers 404 naming `cursor`.
+    #[param(min_length = 1, max_length = 1024, pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
-    /// Only models whose name contains this text (case-insensitive).
+    /// Only models whose name contains this text (case-insensitive): at most 100
+    /// characters, no control characters but tab, CR and LF.
+    #[param(
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: Option<String>,
 }
 

@@ -37,15 +37,33 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VersionIn {
-    /// A semantic version: "1.2.3", "2.0.0-rc.1".
+    /// A semantic version (semver 2.0.0): "1.2.3", "2.0.0-rc.1"; at most 128 characters,
+    /// major, minor and patch at most 19 digits.
+    #[schema(
+        max_length = 128,
+        pattern = "^(?:0|[1-9][0-9]{0,18})\\.(?:0|[1-9][0-9]{0,18})\\.(?:0|[1-9][0-9]{0,18})(?:-(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)(?:\\.(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*))*)?(?:\\+[0-9A-Za-z-]+(?:\\.[0-9A-Za-z-]+)*)?$"
+    )]
     pub version: String,
-    /// Tags: 1-100 characters each, no control characters. Duplicates are dropped.
+    /// Tags: at most 1000. Duplicates are dropped.
+    #[schema(value_type = Option<Vec<super::schema::TagText>>, max_items = 1000)]
     pub tags: Option<Vec<String>>,
-    /// One of the workspace's statuses. One that needs review is for workspace admins only.
+    /// One of the workspace's statuses (one it does not have: 409). One that needs review is
+    /// for workspace admins only.
+    #[schema(value_type = Option<super::schema::StatusNameText>)]
     pub status: Option<String>,
-    /// The experiment that produced this version.
+    /// The experiment that produced this version: 1-128 characters, no control characters
+    /// but tab, CR and LF.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub source_experiment_key: Option<String>,
-    /// At most 5000 characters.
+    /// At most 5000 characters, no control characters but tab, CR and LF.
+    #[schema(
+        max_length = 5000,
+        pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub description: Option<String>,
 }
 
@@ -87,27 +105,34 @@ pub struct VersionList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TagsIn {
-    /// Tags to add.
+    /// Tags to add (at most 1000).
+    #[schema(value_type = Option<Vec<super::schema::TagText>>, max_items = 1000)]
     pub add: Option<Vec<String>>,
-    /// Tags to remove.
+    /// Tags to remove (at most 1000).
+    #[schema(value_type = Option<Vec<super::schema::TagText>>, max_items = 1000)]
     pub remove: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusIn {
-    /// The new status, or null to clear it.
+    /// The new status (one the workspace does not have: 409), or null to clear it.
     #[serde(deserialize_with = "double_option::deserialize")]
-    #[schema(value_type = Option<String>, required = true)]
+    #[schema(value_type = Option<super::schema::StatusNameText>, required = true)]
     pub status: Option<Option<String>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusRequestIn {
-    /// The status asked for.
+    /// The status asked for (one the workspace does not have: 409).
+    #[schema(value_type = super::schema::StatusNameText)]
     pub status: String,
-    /// Why; at most 1000 characters.
+    /// Why; at most 1000 characters, no control characters but tab, CR and LF.
+    #[schema(
+        max_length = 1000,
+        pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub comment: Option<String>,
 }
 
@@ -157,10 +182,12 @@ pub struct RequestQuery {
     /// How many items to return: 1 to 500, default 50.
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
-    /// The `nextCursor` of the previous page.
-    #[param(min_length = 1)]
+    /// The `nextCursor` of the previous page: base64url, as handed out. One this server did
+    /// not hand out answers 404 naming `cursor`.
+    #[param(min_length = 1, max_length = 1024, pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
     /// Only requests in this state: `pending`, `approved` or `rejected`.
+    #[param(inline, value_type = Option<super::schema::RequestStateName>)]
     pub state: Option<String>,
 }
 
@@ -187,8 +214,11 @@ async fn check_status(
                 .iter()
                 .any(|o| o.review_required && StatusName::looks_like(&o.name, &s.name))),
         None => {
+            // A well-formed name the workspace does not (now) have conflicts with its
+            // statuses, which an admin may change: 409, as the schema cannot list them.
+            StatusName::parse(field, status)?;
             let names: Vec<&str> = statuses.iter().map(|s| s.name.as_str()).collect();
-            Err(ApiError::invalid(
+            Err(ApiError::conflict(
                 field,
                 format!(
                     "unknown status `{status}`; this workspace's statuses are: {}",
@@ -247,13 +277,15 @@ async fn create_version(
     }
     let description = input.description.unwrap_or_default();
     errors.check(check_text("description", &description, 5000));
+    if let Some(status) = &input.status {
+        errors.check(StatusName::parse("status", status));
+    }
+    let (version, tags) = errors.finish_with(version.zip(tags))?;
+    // Only a well-formed request meets the workspace's statuses (an unknown one is 409).
     let needs_review = match &input.status {
-        Some(status) => errors
-            .check(check_status(&state, &ws, status, "status").await)
-            .unwrap_or(false),
+        Some(status) => check_status(&state, &ws, status, "status").await?,
         None => false,
     };
-    let (version, tags) = errors.finish_with(version.zip(tags))?;
     if let Some(status) = &input.status
         && needs_review
         && ws.role != Role::Admin
@@ -478,11 +510,12 @@ async fn request_status(
     let mref = model_ref(&state, &ws, &name).await?;
     version_of(&state, &mref, &version).await?;
     let mut errors = FieldErrors::new();
-    errors.check(check_status(&state, &ws, &input.status, "status").await);
+    errors.check(StatusName::parse("status", &input.status));
     if let Some(c) = &input.comment {
         errors.check(check_text("comment", c, 1000));
     }
     errors.finish()?;
+    check_status(&state, &ws, &input.status, "status").await?;
     match state
         .store
         .request_status(

@@ -18,6 +18,7 @@ use super::auth::{Auth, model_ref, require_ws_admin, workspace};
 use super::extract::{
     ApiJson, ApiPath, ApiQuery, decode_cursor, double_option, paginate, parse_limit,
 };
+use super::schema::{DeliveryStateName, TriggerName, WebhookHeaders, WebhookNameText};
 use super::{ErrorResponses, rfc3339};
 use crate::app::AppState;
 use crate::delivery::http::{self, Outcome};
@@ -52,20 +53,32 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookIn {
     /// 1-100 characters, unique among the model's webhooks.
+    #[schema(value_type = WebhookNameText)]
     pub name: String,
-    /// Absolute http(s) URL, at most 2048 characters, without user info.
+    /// Absolute http(s) URL, at most 2048 characters, without user info. With
+    /// `githubActions` true, its path must be `/repos/OWNER/REPO/dispatches` (or
+    /// `/api/v3/repos/OWNER/REPO/dispatches` on GitHub Enterprise).
+    #[schema(min_length = 1, max_length = 2048)]
     pub url: String,
     /// Sent verbatim as the `Authorization` header (as `Bearer <secret>` in GitHub Actions
-    /// mode). On PUT: absent keeps the stored secret, null removes it.
+    /// mode): 1-4096 bytes, no control characters. On PUT: absent keeps the stored secret,
+    /// null removes it.
     #[serde(default, deserialize_with = "double_option::deserialize")]
-    #[schema(value_type = Option<String>)]
+    #[schema(
+        value_type = Option<String>,
+        min_length = 1,
+        max_length = 4096,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub secret: Option<Option<String>>,
     /// At least one of MODEL_VERSION_CREATED, MODEL_VERSION_DELETED, MODEL_TAG_CHANGED,
     /// MODEL_STATUS_CHANGED, MODEL_STATUS_CHANGE_REQUESTED.
+    #[schema(value_type = Vec<TriggerName>, min_items = 1)]
     pub triggers: Vec<String>,
     /// Extra headers, name → value (at most 20; not the ones Berth sets itself).
+    #[schema(value_type = Option<WebhookHeaders>)]
     pub headers: Option<BTreeMap<String, String>>,
-    /// Send in GitHub `repository_dispatch` form.
+    /// Send in GitHub `repository_dispatch` form (the `url` must then be a dispatch URL).
     pub github_actions: Option<bool>,
     /// Default true (on PUT: absent keeps the current value).
     pub enabled: Option<bool>,
@@ -76,12 +89,22 @@ pub struct WebhookIn {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookTestIn {
+    #[schema(value_type = Option<WebhookNameText>)]
     pub name: Option<String>,
+    #[schema(min_length = 1, max_length = 2048)]
     pub url: String,
     #[serde(default, deserialize_with = "double_option::deserialize")]
-    #[schema(value_type = Option<String>)]
+    #[schema(
+        value_type = Option<String>,
+        min_length = 1,
+        max_length = 4096,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub secret: Option<Option<String>>,
+    /// Absent or empty: MODEL_VERSION_CREATED.
+    #[schema(value_type = Option<Vec<TriggerName>>)]
     pub triggers: Option<Vec<String>>,
+    #[schema(value_type = Option<WebhookHeaders>)]
     pub headers: Option<BTreeMap<String, String>>,
     pub github_actions: Option<bool>,
     pub enabled: Option<bool>,
@@ -250,10 +273,12 @@ pub struct DeliveryQuery {
     /// How many items to return: 1 to 500, default 50.
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
-    /// The `nextCursor` of the previous page.
-    #[param(min_length = 1)]
+    /// The `nextCursor` of the previous page: base64url, as handed out. One this server did
+    /// not hand out answers 404 naming `cursor`.
+    #[param(min_length = 1, max_length = 1024, pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
     /// Only deliveries in this state: `pending`, `succeeded` or `failed`.
+    #[param(inline, value_type = Option<DeliveryStateName>)]
     pub state: Option<String>,
 }
 
@@ -261,7 +286,7 @@ pub struct DeliveryQuery {
 #[serde(deny_unknown_fields)]
 pub struct ReplayIn {
     /// RFC 3339 time: every failed delivery created since then is queued again.
-    #[schema(min_length = 1)]
+    #[schema(format = DateTime)]
     pub since: String,
 }
 

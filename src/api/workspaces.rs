@@ -94,6 +94,7 @@ pub struct MemberList {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StatusOut {
+    #[schema(value_type = super::schema::StatusNameText)]
     pub name: String,
     pub review_required: bool,
 }
@@ -101,6 +102,8 @@ pub struct StatusOut {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Statuses {
+    /// At most 50, no two with the same name or names that look alike.
+    #[schema(max_items = 50)]
     pub statuses: Vec<StatusOut>,
 }
 
@@ -309,6 +312,7 @@ async fn put_statuses(
         return Err(ApiError::invalid("statuses", "at most 50 statuses"));
     }
     let mut errors = FieldErrors::new();
+    let mut clash = None;
     let mut defs: Vec<StatusDef> = Vec::with_capacity(input.statuses.len());
     for (i, s) in input.statuses.iter().enumerate() {
         let field = format!("statuses[{i}].name");
@@ -329,7 +333,9 @@ async fn put_statuses(
                     d.name
                 )
             };
-            errors.add(ApiError::invalid(field, message));
+            // Two names of one list clash, as a name clashes with an existing one elsewhere
+            // (models, users, webhooks): 409, after every format problem (400) is reported.
+            clash.get_or_insert(ApiError::conflict(field, message));
             continue;
         }
         defs.push(StatusDef {
@@ -338,6 +344,9 @@ async fn put_statuses(
         });
     }
     errors.finish()?;
+    if let Some(clash) = clash {
+        return Err(clash);
+    }
     match state.store.set_statuses(ws.id, &defs).await? {
         Ok(()) => Ok(Json(defs.into())),
         Err(in_use) => Err(ApiError::conflict(

@@ -11,12 +11,12 @@ mod webhook;
 pub use event::{EventPayload, EventTrigger};
 pub use names::{
     ModelName, Role, StatusName, Tag, Username, WorkspaceName, look_alike_key, name_chars_problem,
-    name_key,
+    name_key, name_pattern,
 };
 pub use version::VersionNumber;
 pub use webhook::{
-    MAX_HEADERS, MAX_URL_LEN, WebhookUrl, origin_of, parse_headers, parse_secret, parse_triggers,
-    parse_webhook_name,
+    MAX_HEADERS, MAX_URL_LEN, WebhookUrl, header_name_pattern, origin_of, parse_headers,
+    parse_secret, parse_triggers, parse_webhook_name,
 };
 
 /// A validation failure: which field, and what is wrong with it.

@@ -54,6 +54,69 @@ pub fn name_chars_problem(value: &str) -> Option<String> {
     None
 }
 
+/// The JSON Schema `pattern` (ECMA-262 with the `u` flag, as JSON Schema 2020-12 reads it) of
+/// exactly the values [`name_chars_problem`] passes: no white space at either end, no control
+/// or format character anywhere. Built from the same character tables the check uses, so the
+/// OpenAPI document cannot drift from it. Code points of the Basic Multilingual Plane are
+/// written `\uXXXX`; the few above it (format characters such as U+E0001) literally, since
+/// `\u{…}` is not read by every engine that consumes the document.
+pub fn name_pattern() -> &'static str {
+    static PATTERN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATTERN.get_or_init(|| {
+        let barred = char_class(is_barred);
+        let edge = char_class(|c| is_barred(c) || c.is_whitespace());
+        format!("^[^{edge}](?:[^{barred}]*[^{edge}])?$")
+    })
+}
+
+/// A character no name, tag or status may hold anywhere.
+fn is_barred(c: char) -> bool {
+    c.is_control() || c.general_category() == GeneralCategory::Format
+}
+
+/// The body of a regex character class holding exactly the characters `pred` takes.
+fn char_class(pred: impl Fn(char) -> bool) -> String {
+    fn put(out: &mut String, c: char) {
+        if u32::from(c) <= 0xFFFF {
+            out.push_str(&format!("\\u{:04X}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    let mut out = String::new();
+    let mut run: Option<(char, char)> = None;
+    let flush = |out: &mut String, run: (char, char)| {
+        put(out, run.0);
+        if run.1 != run.0 {
+            out.push('-');
+            put(out, run.1);
+        }
+    };
+    for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+        let take = pred(c);
+        run = match (run, take) {
+            // A run never crosses from the BMP above it, where the spelling changes.
+            (Some((a, b)), true) if u32::from(b) + 1 == u32::from(c) && u32::from(c) != 0x10000 => {
+                Some((a, c))
+            }
+            (Some(r), true) => {
+                flush(&mut out, r);
+                Some((c, c))
+            }
+            (Some(r), false) => {
+                flush(&mut out, r);
+                None
+            }
+            (None, true) => Some((c, c)),
+            (None, false) => None,
+        };
+    }
+    if let Some(r) = run {
+        flush(&mut out, r);
+    }
+    out
+}
+
 /// Checks a name used in a URL path: 1..=max characters from `[A-Za-z0-9._-]`, starting with a
 /// letter or digit.
 fn parse_slug(field: &str, value: &str, max: usize) -> Result<String, Invalid> {
@@ -267,6 +330,33 @@ impl Role {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The schema's pattern takes exactly what `name_chars_problem` passes, character by
+    /// character, at either end and inside (the pattern is also what the fuzz test generates
+    /// names from).
+    #[test]
+    fn name_pattern_is_the_check() {
+        let re = regex::Regex::new(name_pattern()).unwrap();
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            let inner = format!("a{c}b");
+            let alone = c.to_string();
+            assert_eq!(
+                re.is_match(&inner),
+                name_chars_problem(&inner).is_none(),
+                "U+{:04X} inside",
+                u32::from(c)
+            );
+            assert_eq!(
+                re.is_match(&alone),
+                name_chars_problem(&alone).is_none(),
+                "U+{:04X} alone",
+                u32::from(c)
+            );
+        }
+        assert!(re.is_match("Production") && re.is_match("a b") && re.is_match("\u{1F600}"));
+        assert!(!re.is_match("") && !re.is_match(" a") && !re.is_match("p\u{200B}rod"));
+        assert!(!re.is_match("tag\u{E0001}") && !re.is_match("a\nb"));
+    }
 
     #[test]
     fn slugs() {

@@ -92,27 +92,56 @@ pub fn origin_of(url: &str) -> String {
     url::Url::parse(url).map_or_else(|_| "null".into(), |u| u.origin().ascii_serialization())
 }
 
-/// Headers the delivery engine sets itself; a webhook may not override them.
+/// Headers the delivery engine sets itself; a webhook may not override them (nor any
+/// `webhook-…` header).
+const RESERVED_HEADERS: [&str; 15] = [
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "authorization",
+    "user-agent",
+    "x-berth-event",
+    "x-berth-attempt",
+    "te",
+    "trailer",
+    "upgrade",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-connection",
+];
+
 fn is_reserved(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    matches!(
-        lower.as_str(),
-        "host"
-            | "content-length"
-            | "content-type"
-            | "transfer-encoding"
-            | "connection"
-            | "authorization"
-            | "user-agent"
-            | "x-berth-event"
-            | "x-berth-attempt"
-            | "te"
-            | "trailer"
-            | "upgrade"
-            | "keep-alive"
-            | "proxy-authorization"
-            | "proxy-connection"
-    ) || lower.starts_with("webhook-")
+    RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("webhook-")
+}
+
+/// The JSON Schema `pattern` of the extra header names [`parse_headers`] takes: 1-256 token
+/// characters, none of the reserved names in any case (with `authorization` when
+/// `allow_authorization`, as Comet's `header` carries the secret under it).
+pub fn header_name_pattern(allow_authorization: bool) -> String {
+    let any_case = |name: &str| -> String {
+        name.chars()
+            .map(|c| {
+                if c.is_ascii_alphabetic() {
+                    format!("[{}{}]", c.to_ascii_uppercase(), c)
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    };
+    let reserved: Vec<String> = RESERVED_HEADERS
+        .iter()
+        .filter(|n| !(allow_authorization && **n == "authorization"))
+        .map(|n| any_case(n))
+        .collect();
+    format!(
+        "^(?!(?:{})$)(?!{})[A-Za-z0-9!#$%&'*+.^_`|~-]{{1,256}}$",
+        reserved.join("|"),
+        any_case("webhook-")
+    )
 }
 
 /// RFC 9110 `token` characters.

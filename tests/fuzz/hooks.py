@@ -61,11 +61,21 @@ def _loopback_getaddrinfo(host, *args, **kwargs):
 socket.getaddrinfo = _loopback_getaddrinfo
 
 
+def receiver_url(obj):
+    """The receiver's URL for the webhook configuration `obj`: with GitHub Actions on, a
+    dispatch path on the receiver (`/repos/OWNER/REPO/dispatches`, which such a webhook
+    requires), still on loopback."""
+    if obj.get("githubActions") is True or obj.get("github_actions") is True:
+        parts = urlsplit(RECEIVER)
+        return f"{parts.scheme}://{parts.netloc}/repos/berth/fuzz/dispatches"
+    return RECEIVER
+
+
 def rewrite(value):
     """`value` with every `url` field (any case, any depth) set to the receiver's URL."""
     if isinstance(value, dict):
         return {
-            k: (RECEIVER if isinstance(k, str) and k.lower() == "url" else rewrite(v))
+            k: (receiver_url(value) if isinstance(k, str) and k.lower() == "url" else rewrite(v))
             for k, v in value.items()
         }
     if isinstance(value, list):

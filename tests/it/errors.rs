@@ -209,7 +209,8 @@ async fn every_bad_field_is_reported_at_once(backend: Backend) {
     assert_eq!(same["url"], "http://127.0.0.1:9/");
 
     // Versions: a bad number, an empty experiment key, a control character in the
-    // description and an unknown status.
+    // description and a malformed status (a well-formed unknown one is a 409, checked only
+    // once the request is well-formed).
     let versions = "/api/v1/workspaces/acme/models/m/versions";
     let got = app
         .post(
@@ -220,7 +221,7 @@ async fn every_bad_field_is_reported_at_once(backend: Backend) {
                 "tags": ["ok"],
                 "sourceExperimentKey": "",
                 "description": "bell \u{7}",
-                "status": "NoSuchStatus",
+                "status": " NoSuchStatus",
             }),
         )
         .await;
@@ -308,7 +309,7 @@ async fn every_bad_field_is_reported_at_once(backend: Backend) {
         .await;
     assert_eq!(
         error_fields(&got),
-        ["statuses[0].name", "statuses[2].name", "statuses[3].name"],
+        ["statuses[0].name", "statuses[3].name"],
         "{}",
         got.1
     );

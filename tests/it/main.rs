@@ -9,6 +9,7 @@ mod auth_matrix;
 mod browser;
 mod cli;
 mod connections;
+mod constraints;
 mod delivery;
 mod errors;
 mod fuzz;

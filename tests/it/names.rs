@@ -318,7 +318,7 @@ async fn a_member_cannot_set_a_look_alike_of_a_reviewed_status(backend: Backend)
             assert_eq!(got.0, StatusCode::OK, "{}", got.1);
             continue;
         }
-        assert_error(&got, 400, Some("statuses[1].name"));
+        assert_error(&got, 409, Some("statuses[1].name"));
         assert!(message(&got.1).contains("Production"), "{}", got.1);
     }
     // The default list holds Production (review required); the look-alike is unknown.
@@ -334,7 +334,8 @@ async fn a_member_cannot_set_a_look_alike_of_a_reviewed_status(backend: Backend)
     let got = app
         .put(&bob, status, json!({"status": PRODUCTION_CYRILLIC}))
         .await;
-    assert_error(&got, 400, Some("status"));
+    // Well-formed, but not one of the workspace's statuses: a conflict with them.
+    assert_error(&got, 409, Some("status"));
     // A list kept from before look-alikes were refused (written past the API's checks): the
     // look-alike needs review as well.
     let ws = app
