@@ -180,12 +180,11 @@ impl ApiError {
         ApiError::NotFound(format!("{what} not found"))
     }
 
-    /// Maps a unique violation to a 409 on `field`, anything else as usual.
-    pub fn unique(err: sqlx::Error, field: &str, message: impl Into<String>) -> Self {
-        if crate::store::is_unique_violation(&err) {
-            ApiError::conflict(field, message)
-        } else {
-            ApiError::from(err)
+    /// A conflict on a unique key becomes this 409 on `field`; any other error as usual.
+    pub fn unique(err: crate::store::Error, field: &str, message: impl Into<String>) -> Self {
+        match err {
+            crate::store::Error::Conflict { .. } => ApiError::conflict(field, message),
+            other => ApiError::from(other),
         }
     }
 
@@ -253,6 +252,26 @@ impl From<sqlx::Error> for ApiError {
             }
         } else {
             ApiError::Internal(err.into())
+        }
+    }
+}
+
+impl From<crate::store::Error> for ApiError {
+    fn from(err: crate::store::Error) -> Self {
+        use crate::store::Error;
+        match err {
+            Error::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "database unavailable");
+                ApiError::Unavailable
+            }
+            Error::NulInText => ApiError::Invalid {
+                message: "text must not contain NUL (\\u0000) characters".into(),
+                field: None,
+            },
+            Error::Conflict { field } => {
+                ApiError::conflict(field, format!("this {field} is already taken"))
+            }
+            Error::Other(err) => ApiError::Internal(err),
         }
     }
 }

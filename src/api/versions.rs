@@ -302,7 +302,7 @@ async fn create_version(
     };
     let v = match state.store.create_version(&mref, &new).await {
         Ok(v) => v,
-        Err(e) if crate::store::is_unique_violation(&e) => {
+        Err(crate::store::Error::Conflict { .. }) => {
             return Err(duplicate_version(&state, &mref, &new.version).await);
         }
         Err(e) => return Err(e.into()),

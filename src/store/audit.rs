@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use super::webhooks::WebhookRecord;
-use super::{ModelRef, Store, now_micros};
+use super::{ModelRef, Result, Store, now_micros};
 
 /// The actor of what Berth does on its own (the delivery worker disabling a webhook).
 pub const SYSTEM_ACTOR: &str = "system";
@@ -291,7 +291,7 @@ pub fn webhook_changes(old: &WebhookRecord, new: &WebhookRecord) -> Option<Value
     Some(Value::Object(details))
 }
 
-fn decode(row: &sqlx::any::AnyRow) -> Result<AuditRecord, sqlx::Error> {
+fn decode(row: &sqlx::any::AnyRow) -> Result<AuditRecord> {
     let details: String = row.try_get("details")?;
     Ok(AuditRecord {
         id: row.try_get("id")?,
@@ -336,11 +336,12 @@ impl Store {
     }
 
     /// Writes `entry` on its own: for actions that change nothing else (Test Webhook).
-    pub async fn record_audit(&self, entry: &AuditEntry) -> Result<(), sqlx::Error> {
+    pub async fn record_audit(&self, entry: &AuditEntry) -> Result<()> {
         let entry = entry.clone();
         let store = self.clone();
-        self.write_tx(move |conn| Box::pin(async move { store.insert_audit(conn, &entry).await }))
-            .await
+        Ok(self
+            .write_tx(move |conn| Box::pin(async move { store.insert_audit(conn, &entry).await }))
+            .await?)
     }
 
     /// A workspace's entries, newest first, below `before` (an id), at most `limit`.
@@ -350,7 +351,7 @@ impl Store {
         filter: AuditFilter<'_>,
         before: Option<i64>,
         limit: i64,
-    ) -> Result<Vec<AuditRecord>, sqlx::Error> {
+    ) -> Result<Vec<AuditRecord>> {
         let rows = sqlx::query(
             "SELECT id, at, actor, action, model, version, webhook_id, webhook_name, details \
              FROM audit_log WHERE workspace_id = $1 AND ($2 IS NULL OR id < $2) \

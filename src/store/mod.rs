@@ -19,6 +19,7 @@ macro_rules! locked {
 }
 
 mod audit;
+mod error;
 mod events;
 mod fast;
 mod group;
@@ -42,6 +43,7 @@ use tokio::sync::Notify;
 pub use audit::{
     AuditAction, AuditEntry, AuditFilter, AuditRecord, AuditTarget, SYSTEM_ACTOR, url_host,
 };
+pub use error::{Error, Result};
 pub use events::{EventCursor, EventRecord};
 pub use fast::NextLease;
 pub use models::{DeleteModel, Model, ModelPatch, ModelScopeRow};
@@ -303,17 +305,17 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
 
 impl Store {
     /// A server-wide setting.
-    pub async fn setting(&self, name: &str) -> Result<Option<String>, sqlx::Error> {
+    pub async fn setting(&self, name: &str) -> Result<Option<String>> {
         use sqlx::Row;
         let row = sqlx::query("SELECT value FROM server_settings WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.read)
             .await?;
-        row.map(|r| r.try_get("value")).transpose()
+        Ok(row.map(|r| r.try_get("value")).transpose()?)
     }
 
     /// Stores a server-wide setting unless it is already set; answers the value in force.
-    pub async fn init_setting(&self, name: &str, value: &str) -> Result<String, sqlx::Error> {
+    pub async fn init_setting(&self, name: &str, value: &str) -> Result<String> {
         sqlx::query(
             "INSERT INTO server_settings (name, value) VALUES ($1, $2) \
              ON CONFLICT (name) DO NOTHING",

@@ -4,7 +4,7 @@ use sqlx::Row;
 
 use super::audit::{AuditAction, AuditEntry, AuditTarget};
 use super::workspaces::role_of;
-use super::{Caller, ModelRef, Store, WorkspaceAccess, now_micros};
+use super::{Caller, ModelRef, Result, Store, WorkspaceAccess, now_micros};
 use crate::domain::Role;
 
 #[derive(Debug, Clone)]
@@ -49,7 +49,7 @@ macro_rules! model_select {
     };
 }
 
-fn model_from_row(row: &sqlx::any::AnyRow) -> Result<Model, sqlx::Error> {
+fn model_from_row(row: &sqlx::any::AnyRow) -> Result<Model> {
     let latest_version: Option<String> = row.try_get("latest_version")?;
     let latest = match latest_version {
         Some(v) => {
@@ -79,7 +79,7 @@ impl Store {
         name: &str,
         description: &str,
         actor: &str,
-    ) -> Result<Model, sqlx::Error> {
+    ) -> Result<Model> {
         let now = now_micros();
         let mut tx = self.begin().await?;
         let id: i64 = sqlx::query(
@@ -119,7 +119,7 @@ impl Store {
         after: Option<&str>,
         name_contains: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<Model>, sqlx::Error> {
+    ) -> Result<Vec<Model>> {
         let pattern = name_contains.map(|s| {
             let escaped = s
                 .replace('\\', "\\\\")
@@ -141,11 +141,7 @@ impl Store {
         rows.iter().map(model_from_row).collect()
     }
 
-    pub async fn get_model(
-        &self,
-        workspace_id: i64,
-        name: &str,
-    ) -> Result<Option<Model>, sqlx::Error> {
+    pub async fn get_model(&self, workspace_id: i64, name: &str) -> Result<Option<Model>> {
         let row = sqlx::query(model_select!("WHERE m.workspace_id = $1 AND m.name = $2"))
             .bind(workspace_id)
             .bind(name)
@@ -155,11 +151,7 @@ impl Store {
     }
 
     /// A model's id and name, without the latest-version columns: what write paths need.
-    pub async fn model_id(
-        &self,
-        workspace_id: i64,
-        name: &str,
-    ) -> Result<Option<(i64, String)>, sqlx::Error> {
+    pub async fn model_id(&self, workspace_id: i64, name: &str) -> Result<Option<(i64, String)>> {
         let row = sqlx::query("SELECT id, name FROM models WHERE workspace_id = $1 AND name = $2")
             .bind(workspace_id)
             .bind(name)
@@ -172,11 +164,7 @@ impl Store {
     /// Renames a model and/or changes its description. A taken name (ignoring case) is a
     /// unique violation. A rename clears `name_clash` (a name kept from before names were
     /// compared: see `names.rs`), so the new name must be free.
-    pub async fn update_model(
-        &self,
-        model: &ModelRef,
-        patch: &ModelPatch,
-    ) -> Result<Model, sqlx::Error> {
+    pub async fn update_model(&self, model: &ModelRef, patch: &ModelPatch) -> Result<Model> {
         sqlx::query(
             "UPDATE models SET name = COALESCE($2, name), \
              description = COALESCE($3, description), updated_at = $4, \
@@ -198,11 +186,7 @@ impl Store {
 
     /// Deletes a model (and its webhooks) that has no versions and no delivery still pending,
     /// so that no event is lost with it.
-    pub async fn delete_model(
-        &self,
-        model: &ModelRef,
-        actor: &str,
-    ) -> Result<DeleteModel, sqlx::Error> {
+    pub async fn delete_model(&self, model: &ModelRef, actor: &str) -> Result<DeleteModel> {
         let mut tx = self.begin().await?;
         // Lock the model row: a concurrent version insert (which checks the foreign key)
         // then waits for this transaction instead of slipping in between.
@@ -320,7 +304,7 @@ impl Store {
         token_hash: &str,
         ws: &str,
         model: &str,
-    ) -> Result<Option<ModelScopeRow>, sqlx::Error> {
+    ) -> Result<Option<ModelScopeRow>> {
         if let Some(readers) = &self.readers {
             let columns = readers.read(|conn| super::fast::scope(conn, token_hash, ws, model))?;
             return Ok(columns.map(ScopeColumns::into_scope));

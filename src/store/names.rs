@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use sqlx::Row;
 
-use super::{Store, is_unique_violation};
+use super::{Result, Store, is_unique_violation};
 use crate::domain::{VersionNumber, look_alike_key, name_key};
 
 /// Names that would be taken for one another, all kept from before migration 0008.
@@ -47,7 +47,7 @@ const PAGE: i64 = 1000;
 impl Store {
     /// Fills what migration 0008 could not, then logs a warning for every clash. Answers the
     /// clashes (those of tags only from the one-time pass, when it ran).
-    pub async fn check_names(&self) -> Result<Vec<NameClash>, sqlx::Error> {
+    pub async fn check_names(&self) -> Result<Vec<NameClash>> {
         self.fill_webhook_name_keys().await?;
         let mut clashes = Vec::new();
         if self.setting(VERSIONS_CHECKED).await?.is_none() {
@@ -68,7 +68,7 @@ impl Store {
 
     /// Every clash of users, workspaces, models, versions, webhooks and statuses (tags are
     /// checked once, by [`Store::check_version_tags`]).
-    pub async fn name_clashes(&self) -> Result<Vec<NameClash>, sqlx::Error> {
+    pub async fn name_clashes(&self) -> Result<Vec<NameClash>> {
         let mut out = Vec::new();
         let folded = |s: &str| s.to_ascii_lowercase();
         out.extend(
@@ -149,7 +149,7 @@ impl Store {
         kind: &'static str,
         sql: &'static str,
         key: impl Fn(&str) -> String,
-    ) -> Result<Vec<NameClash>, sqlx::Error> {
+    ) -> Result<Vec<NameClash>> {
         let rows = sqlx::query(sql).fetch_all(&self.read).await?;
         let mut named: Vec<(String, i64, String)> = Vec::with_capacity(rows.len());
         for row in rows {
@@ -174,7 +174,7 @@ impl Store {
     /// Gives every webhook without a name key (written before migration 0008) its key,
     /// oldest first, unless a webhook of the same model already has it: that one keeps NULL,
     /// and is reported.
-    async fn fill_webhook_name_keys(&self) -> Result<(), sqlx::Error> {
+    async fn fill_webhook_name_keys(&self) -> Result<()> {
         let rows = sqlx::query(
             "SELECT id, model_id, name FROM webhooks WHERE name_key IS NULL \
              ORDER BY created_at, id",
@@ -199,7 +199,7 @@ impl Store {
                 Ok(_) => {}
                 // Another node filled the same key meanwhile: this one is a clash.
                 Err(e) if is_unique_violation(&e) => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(())
@@ -208,7 +208,7 @@ impl Store {
     /// The one-time pass over versions: recomputes sort keys that changed when pre-release
     /// numbers too big for 64 bits began to sort as numbers, and answers the tags that clash
     /// within a version.
-    async fn fix_versions(&self) -> Result<Vec<NameClash>, sqlx::Error> {
+    async fn fix_versions(&self) -> Result<Vec<NameClash>> {
         let mut after = 0i64;
         loop {
             let rows = sqlx::query(
@@ -242,7 +242,7 @@ impl Store {
 
     /// The tags that look alike within a version (`prod`, `PROD` and `pr\u{200B}od`):
     /// a scan of every version.
-    pub async fn check_version_tags(&self) -> Result<Vec<NameClash>, sqlx::Error> {
+    pub async fn check_version_tags(&self) -> Result<Vec<NameClash>> {
         let mut out = Vec::new();
         let mut after = 0i64;
         loop {

@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{Store, now_micros};
+use super::{Result, Store, now_micros};
 
 /// The authenticated user behind a request.
 #[derive(Debug, Clone)]
@@ -29,7 +29,7 @@ pub struct TokenInfo {
     pub revoked_at: Option<i64>,
 }
 
-fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
+fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User> {
     Ok(User {
         id: row.try_get("id")?,
         username: row.try_get("username")?,
@@ -41,11 +41,7 @@ fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
 impl Store {
     /// On an empty database, creates the server admin `admin` with one token. Answers whether
     /// it did; on a database that has users it does nothing.
-    pub async fn bootstrap_admin(
-        &self,
-        token_id: &str,
-        token_hash: &str,
-    ) -> Result<bool, sqlx::Error> {
+    pub async fn bootstrap_admin(&self, token_id: &str, token_hash: &str) -> Result<bool> {
         let mut tx = self.begin().await?;
         let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM users")
             .fetch_one(&mut *tx)
@@ -77,7 +73,7 @@ impl Store {
     }
 
     /// The user owning the unrevoked token with this hash.
-    pub async fn authenticate(&self, token_hash: &str) -> Result<Option<Caller>, sqlx::Error> {
+    pub async fn authenticate(&self, token_hash: &str) -> Result<Option<Caller>> {
         let row = sqlx::query(
             "SELECT u.id, u.username, u.server_admin, t.id AS token_id \
              FROM api_tokens t JOIN users u ON u.id = t.user_id \
@@ -98,7 +94,7 @@ impl Store {
     }
 
     /// Creates a user; a taken name is a unique violation.
-    pub async fn create_user(&self, username: &str) -> Result<User, sqlx::Error> {
+    pub async fn create_user(&self, username: &str) -> Result<User> {
         let row = sqlx::query(
             "INSERT INTO users (username, server_admin, created_at) VALUES ($1, 0, $2) \
              RETURNING id, username, server_admin, created_at",
@@ -110,7 +106,7 @@ impl Store {
         user_from_row(&row)
     }
 
-    pub async fn user_by_name(&self, username: &str) -> Result<Option<User>, sqlx::Error> {
+    pub async fn user_by_name(&self, username: &str) -> Result<Option<User>> {
         let row = sqlx::query(
             "SELECT id, username, server_admin, created_at FROM users WHERE username = $1",
         )
@@ -121,14 +117,14 @@ impl Store {
     }
 
     /// How many unrevoked tokens user `user_id` has.
-    pub async fn count_active_tokens(&self, user_id: i64) -> Result<i64, sqlx::Error> {
-        sqlx::query(
+    pub async fn count_active_tokens(&self, user_id: i64) -> Result<i64> {
+        Ok(sqlx::query(
             "SELECT COUNT(*) AS n FROM api_tokens WHERE user_id = $1 AND revoked_at IS NULL",
         )
         .bind(user_id)
         .fetch_one(&self.read)
         .await?
-        .try_get("n")
+        .try_get("n")?)
     }
 
     pub async fn create_token(
@@ -136,7 +132,7 @@ impl Store {
         user_id: i64,
         token_id: &str,
         token_hash: &str,
-    ) -> Result<TokenInfo, sqlx::Error> {
+    ) -> Result<TokenInfo> {
         let now = now_micros();
         sqlx::query(
             "INSERT INTO api_tokens (id, user_id, token_hash, created_at) VALUES ($1, $2, $3, $4)",
@@ -154,7 +150,7 @@ impl Store {
         })
     }
 
-    pub async fn list_tokens(&self, user_id: i64) -> Result<Vec<TokenInfo>, sqlx::Error> {
+    pub async fn list_tokens(&self, user_id: i64) -> Result<Vec<TokenInfo>> {
         let rows = sqlx::query(
             "SELECT id, created_at, revoked_at FROM api_tokens WHERE user_id = $1 \
              ORDER BY created_at DESC, id DESC",
@@ -174,7 +170,7 @@ impl Store {
     }
 
     /// Revokes a token of this user; false when the user has no such token.
-    pub async fn revoke_token(&self, user_id: i64, token_id: &str) -> Result<bool, sqlx::Error> {
+    pub async fn revoke_token(&self, user_id: i64, token_id: &str) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $3) \
              WHERE user_id = $1 AND id = $2",
@@ -196,7 +192,7 @@ impl Store {
         caller: &Caller,
         csrf: &str,
         expires_at: i64,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO sessions (id_hash, user_id, token_id, csrf, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -214,7 +210,7 @@ impl Store {
 
     /// The user of a live session, with its CSRF token; `None` when the session expired or
     /// its API token was revoked.
-    pub async fn session(&self, id_hash: &str) -> Result<Option<(Caller, String)>, sqlx::Error> {
+    pub async fn session(&self, id_hash: &str) -> Result<Option<(Caller, String)>> {
         let row = sqlx::query(
             "SELECT u.id, u.username, u.server_admin, t.id AS token_id, s.csrf \
              FROM sessions s JOIN users u ON u.id = s.user_id \
@@ -239,7 +235,7 @@ impl Store {
         .transpose()
     }
 
-    pub async fn delete_session(&self, id_hash: &str) -> Result<(), sqlx::Error> {
+    pub async fn delete_session(&self, id_hash: &str) -> Result<()> {
         sqlx::query("DELETE FROM sessions WHERE id_hash = $1 OR expires_at < $2")
             .bind(id_hash)
             .bind(now_micros())

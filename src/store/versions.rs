@@ -4,7 +4,7 @@
 use sqlx::Row;
 
 use super::audit::{AuditAction, AuditEntry};
-use super::{ModelRef, Store, now_micros};
+use super::{ModelRef, Result, Store, now_micros};
 use crate::domain::{EventPayload, EventTrigger, Tag, VersionNumber};
 
 #[derive(Debug, Clone)]
@@ -82,7 +82,7 @@ fn version_from_row(row: &sqlx::any::AnyRow) -> Result<Version, sqlx::Error> {
     })
 }
 
-fn request_from_row(row: &sqlx::any::AnyRow) -> Result<StatusRequest, sqlx::Error> {
+fn request_from_row(row: &sqlx::any::AnyRow) -> Result<StatusRequest> {
     Ok(StatusRequest {
         id: row.try_get("id")?,
         model_name: row.try_get("model_name")?,
@@ -132,11 +132,7 @@ impl Store {
     /// Creates a version and its MODEL_VERSION_CREATED event. A number of the same precedence
     /// as one the model has (`1.0.0+build` beside `1.0.0`) is a unique violation (the index
     /// `model_versions_precedence` on the sort key); see [`Store::version_like`].
-    pub async fn create_version(
-        &self,
-        model: &ModelRef,
-        new: &NewVersion,
-    ) -> Result<Version, sqlx::Error> {
+    pub async fn create_version(&self, model: &ModelRef, new: &NewVersion) -> Result<Version> {
         let (store, model, new) = (self.clone(), model.clone(), new.clone());
         if let Some(writer) = &self.group {
             // SQLite: on the writer thread, with no round trip per statement.
@@ -202,7 +198,7 @@ impl Store {
         model_id: i64,
         after: Option<&VersionCursor>,
         limit: i64,
-    ) -> Result<Vec<Version>, sqlx::Error> {
+    ) -> Result<Vec<Version>> {
         let rows = sqlx::query(
             "SELECT id, version, sort_key, tags, status, source_experiment_key, description, \
              created_by, created_at, updated_at FROM model_versions \
@@ -216,7 +212,10 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.read)
         .await?;
-        rows.iter().map(version_from_row).collect()
+        Ok(rows
+            .iter()
+            .map(version_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     /// The version of a model with the same semver precedence as `number` (equal but for
@@ -225,7 +224,7 @@ impl Store {
         &self,
         model_id: i64,
         number: &VersionNumber,
-    ) -> Result<Option<String>, sqlx::Error> {
+    ) -> Result<Option<String>> {
         let row = sqlx::query(
             "SELECT version FROM model_versions WHERE model_id = $1 AND sort_key = $2 \
              ORDER BY id LIMIT 1",
@@ -234,14 +233,10 @@ impl Store {
         .bind(number.sort_key())
         .fetch_optional(&self.read)
         .await?;
-        row.map(|r| r.try_get("version")).transpose()
+        Ok(row.map(|r| r.try_get("version")).transpose()?)
     }
 
-    pub async fn get_version(
-        &self,
-        model_id: i64,
-        version: &str,
-    ) -> Result<Option<Version>, sqlx::Error> {
+    pub async fn get_version(&self, model_id: i64, version: &str) -> Result<Option<Version>> {
         let row = sqlx::query(
             "SELECT id, version, sort_key, tags, status, source_experiment_key, description, \
              created_by, created_at, updated_at FROM model_versions \
@@ -251,7 +246,7 @@ impl Store {
         .bind(version)
         .fetch_optional(&self.read)
         .await?;
-        row.as_ref().map(version_from_row).transpose()
+        Ok(row.as_ref().map(version_from_row).transpose()?)
     }
 
     async fn lock_version(
@@ -259,7 +254,7 @@ impl Store {
         tx: &mut sqlx::AnyConnection,
         model_id: i64,
         version: &str,
-    ) -> Result<Option<Version>, sqlx::Error> {
+    ) -> Result<Option<Version>> {
         let row = sqlx::query(self.pick(locked!(
             "SELECT id, version, sort_key, tags, status, source_experiment_key, description, \
              created_by, created_at, updated_at FROM model_versions \
@@ -269,7 +264,7 @@ impl Store {
         .bind(version)
         .fetch_optional(&mut *tx)
         .await?;
-        row.as_ref().map(version_from_row).transpose()
+        Ok(row.as_ref().map(version_from_row).transpose()?)
     }
 
     /// Deletes a version (and its status requests) with its MODEL_VERSION_DELETED event.
@@ -279,7 +274,7 @@ impl Store {
         model: &ModelRef,
         version: &str,
         actor: &str,
-    ) -> Result<Option<Version>, sqlx::Error> {
+    ) -> Result<Option<Version>> {
         let mut tx = self.begin().await?;
         let Some(v) = self.lock_version(&mut tx, model.model_id, version).await? else {
             return Ok(None);
@@ -317,7 +312,7 @@ impl Store {
         add: &[Tag],
         remove: &[Tag],
         actor: &str,
-    ) -> Result<Option<Version>, sqlx::Error> {
+    ) -> Result<Option<Version>> {
         let mut tx = self.begin().await?;
         let Some(mut v) = self.lock_version(&mut tx, model.model_id, version).await? else {
             return Ok(None);
@@ -392,7 +387,7 @@ impl Store {
         status: Option<&str>,
         actor: &str,
         forced: bool,
-    ) -> Result<Option<Version>, sqlx::Error> {
+    ) -> Result<Option<Version>> {
         let mut tx = self.begin().await?;
         let Some(v) = self.lock_version(&mut tx, model.model_id, version).await? else {
             return Ok(None);
@@ -425,7 +420,7 @@ impl Store {
         model: &ModelRef,
         mut v: Version,
         status: Option<&str>,
-    ) -> Result<Version, sqlx::Error> {
+    ) -> Result<Version> {
         if v.status.as_deref() == status {
             return Ok(v);
         }
@@ -457,7 +452,7 @@ impl Store {
         status: &str,
         comment: Option<&str>,
         requested_by: &str,
-    ) -> Result<Option<StatusRequest>, sqlx::Error> {
+    ) -> Result<Option<StatusRequest>> {
         let mut tx = self.begin().await?;
         let Some(v) = self.lock_version(&mut tx, model.model_id, version).await? else {
             return Ok(None);
@@ -521,7 +516,7 @@ impl Store {
         version_id: i64,
         after: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<StatusRequest>, sqlx::Error> {
+    ) -> Result<Vec<StatusRequest>> {
         let sql = sqlx::AssertSqlSafe(format!(
             "{REQUEST_SELECT} WHERE r.version_id = $1 AND ($2 IS NULL OR r.id < $2) \
              ORDER BY r.id DESC LIMIT $3"
@@ -542,7 +537,7 @@ impl Store {
         state: Option<&str>,
         after: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<StatusRequest>, sqlx::Error> {
+    ) -> Result<Vec<StatusRequest>> {
         let sql = sqlx::AssertSqlSafe(format!(
             "{REQUEST_SELECT} WHERE r.workspace_id = $1 AND ($2 IS NULL OR r.state = $2) \
              AND ($3 IS NULL OR r.id < $3) ORDER BY r.id DESC LIMIT $4"
@@ -557,11 +552,7 @@ impl Store {
         rows.iter().map(request_from_row).collect()
     }
 
-    pub async fn get_request(
-        &self,
-        workspace_id: i64,
-        id: &str,
-    ) -> Result<Option<StatusRequest>, sqlx::Error> {
+    pub async fn get_request(&self, workspace_id: i64, id: &str) -> Result<Option<StatusRequest>> {
         let sql = sqlx::AssertSqlSafe(format!(
             "{REQUEST_SELECT} WHERE r.workspace_id = $1 AND r.id = $2"
         ));
@@ -581,7 +572,7 @@ impl Store {
         id: &str,
         approve: bool,
         decided_by: &str,
-    ) -> Result<Decision, sqlx::Error> {
+    ) -> Result<Decision> {
         let (workspace_id, workspace_name) = workspace;
         let mut tx = self.begin().await?;
         let row = sqlx::query(self.pick(locked!(

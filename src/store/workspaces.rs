@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::audit::{AuditAction, AuditEntry, AuditTarget};
-use super::{Store, now_micros};
+use super::{Result, Store, now_micros};
 use crate::domain::Role;
 
 #[derive(Debug, Clone)]
@@ -62,17 +62,13 @@ pub(super) fn role_of(text: &str) -> Role {
     }
 }
 
-fn decode_statuses(text: &str) -> Result<Vec<StatusDef>, sqlx::Error> {
-    serde_json::from_str(text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+fn decode_statuses(text: &str) -> Result<Vec<StatusDef>> {
+    Ok(serde_json::from_str(text)?)
 }
 
 impl Store {
     /// Creates a workspace with the default statuses, its creator its first admin.
-    pub async fn create_workspace(
-        &self,
-        name: &str,
-        creator_id: i64,
-    ) -> Result<Workspace, sqlx::Error> {
+    pub async fn create_workspace(&self, name: &str, creator_id: i64) -> Result<Workspace> {
         let now = now_micros();
         let statuses = serde_json::to_string(&StatusDef::defaults())
             .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
@@ -104,7 +100,7 @@ impl Store {
     }
 
     /// The workspaces a user is a member of, by name, with the user's role.
-    pub async fn workspaces_of(&self, user_id: i64) -> Result<Vec<WorkspaceAccess>, sqlx::Error> {
+    pub async fn workspaces_of(&self, user_id: i64) -> Result<Vec<WorkspaceAccess>> {
         let rows = sqlx::query(
             "SELECT w.id, w.name, m.role FROM memberships m \
              JOIN workspaces w ON w.id = m.workspace_id \
@@ -132,7 +128,7 @@ impl Store {
         user_id: i64,
         server_admin: bool,
         name: &str,
-    ) -> Result<Option<WorkspaceAccess>, sqlx::Error> {
+    ) -> Result<Option<WorkspaceAccess>> {
         let row = sqlx::query(
             "SELECT w.id, w.name, m.role FROM workspaces w \
              LEFT JOIN memberships m ON m.workspace_id = w.id AND m.user_id = $2 \
@@ -156,7 +152,7 @@ impl Store {
         }))
     }
 
-    pub async fn list_members(&self, workspace_id: i64) -> Result<Vec<Member>, sqlx::Error> {
+    pub async fn list_members(&self, workspace_id: i64) -> Result<Vec<Member>> {
         let rows = sqlx::query(
             "SELECT u.username, m.role, m.created_at FROM memberships m \
              JOIN users u ON u.id = m.user_id WHERE m.workspace_id = $1 ORDER BY u.username",
@@ -183,7 +179,7 @@ impl Store {
         user_id: i64,
         role: Role,
         actor: &str,
-    ) -> Result<Result<Member, LastAdmin>, sqlx::Error> {
+    ) -> Result<Result<Member, LastAdmin>> {
         let mut tx = self.begin().await?;
         if role == Role::Member && self.is_last_admin(&mut tx, workspace_id, user_id).await? {
             return Ok(Err(LastAdmin));
@@ -251,7 +247,7 @@ impl Store {
         workspace_id: i64,
         user_id: i64,
         actor: &str,
-    ) -> Result<Result<bool, LastAdmin>, sqlx::Error> {
+    ) -> Result<Result<bool, LastAdmin>> {
         let mut tx = self.begin().await?;
         if self.is_last_admin(&mut tx, workspace_id, user_id).await? {
             return Ok(Err(LastAdmin));
@@ -286,7 +282,7 @@ impl Store {
         tx: &mut sqlx::AnyConnection,
         workspace_id: i64,
         user_id: i64,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<bool> {
         let rows = sqlx::query(self.pick(locked!(
             "SELECT user_id FROM memberships WHERE workspace_id = $1 AND role = 'admin'"
         )))
@@ -300,7 +296,7 @@ impl Store {
         Ok(admins == [user_id])
     }
 
-    pub async fn statuses(&self, workspace_id: i64) -> Result<Vec<StatusDef>, sqlx::Error> {
+    pub async fn statuses(&self, workspace_id: i64) -> Result<Vec<StatusDef>> {
         let text: String = sqlx::query("SELECT statuses FROM workspaces WHERE id = $1")
             .bind(workspace_id)
             .fetch_one(&self.read)
@@ -315,7 +311,7 @@ impl Store {
         &self,
         workspace_id: i64,
         statuses: &[StatusDef],
-    ) -> Result<Result<(), String>, sqlx::Error> {
+    ) -> Result<Result<(), String>> {
         let text = serde_json::to_string(statuses).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         let mut tx = self.begin().await?;
         let used = sqlx::query(

@@ -608,9 +608,14 @@ async fn migration_reports_names_that_already_collide(backend: Backend) {
             .is_some()
     );
     // New rows still cannot join a clash.
-    let is_unique = |e: sqlx::Error| berth::store::is_unique_violation(&e);
+    // The store names the field a taken name is in, on either database.
+    let conflict_on = |e: berth::store::Error| match e {
+        berth::store::Error::Conflict { field } => field,
+        other => panic!("not a conflict: {other}"),
+    };
+    let is_unique = |e: berth::store::Error| conflict_on(e) == "name";
     let err = store.create_user("ALICE").await.expect_err("taken");
-    assert!(is_unique(err));
+    assert_eq!(conflict_on(err), "username");
     let err = store.create_workspace("Ws1", 1).await.expect_err("taken");
     assert!(is_unique(err));
     let err = store
