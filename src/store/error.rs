@@ -57,6 +57,31 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+impl From<rusqlite::Error> for Error {
+    fn from(err: rusqlite::Error) -> Error {
+        use rusqlite::ffi;
+        match &err {
+            rusqlite::Error::SqliteFailure(f, message) => match f.extended_code {
+                ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                    Error::Conflict {
+                        field: conflict_field(None, message.as_deref().unwrap_or_default()),
+                    }
+                }
+                // Still busy after the busy timeout, or locked: try again later.
+                _ if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) =>
+                {
+                    Error::Unavailable(err.to_string())
+                }
+                _ => Error::Other(err.into()),
+            },
+            _ => Error::Other(err.into()),
+        }
+    }
+}
+
 impl From<serde_json::Error> for Error {
     fn from(err: serde_json::Error) -> Error {
         Error::Other(anyhow::Error::new(err).context("a stored JSON value"))

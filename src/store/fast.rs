@@ -338,10 +338,10 @@ impl Readers {
     }
 
     /// Runs `f` on an idle connection (or a new one).
-    pub fn read<T>(
+    pub fn read<T, E: From<sqlx::Error>>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, sqlx::Error>,
-    ) -> Result<T, sqlx::Error> {
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
         let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
         let conn = match idle {
             Some(c) => c,

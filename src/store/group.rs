@@ -92,30 +92,33 @@ impl GroupWriter {
 
     /// Runs `work` on the writer thread's connection in the next group transaction; answers
     /// once it is committed. `work` must not block on anything but SQLite.
-    pub async fn write_sync<T, F>(&self, work: F) -> Result<T, sqlx::Error>
+    pub async fn write_sync<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Connection) -> Result<T, sqlx::Error> + Send + 'static,
+        E: From<sqlx::Error> + Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T, E> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel::<Result<T, sqlx::Error>>();
+        let (tx, rx) = oneshot::channel::<Result<T, E>>();
         let job: SyncJob = Box::new(move |conn| {
             let result = work(conn);
             (result.is_ok(), answer(result, tx))
         });
-        self.sync.send(job).map_err(|_| sqlx::Error::PoolClosed)?;
-        rx.await.map_err(|_| sqlx::Error::PoolClosed)?
+        self.sync
+            .send(job)
+            .map_err(|_| E::from(sqlx::Error::PoolClosed))?;
+        rx.await.map_err(|_| E::from(sqlx::Error::PoolClosed))?
     }
 }
 
 /// How to answer a job's caller once its batch's commit is known.
-fn answer<T: Send + 'static>(
-    result: Result<T, sqlx::Error>,
-    tx: oneshot::Sender<Result<T, sqlx::Error>>,
+fn answer<T: Send + 'static, E: From<sqlx::Error> + Send + 'static>(
+    result: Result<T, E>,
+    tx: oneshot::Sender<Result<T, E>>,
 ) -> Finish {
     Box::new(move |commit_error| {
         let answer = match (result, commit_error) {
             (Ok(v), None) => Ok(v),
-            (Ok(_), Some(e)) => Err(commit_failed(e)),
+            (Ok(_), Some(e)) => Err(E::from(commit_failed(e))),
             (Err(e), _) => Err(e),
         };
         let _ = tx.send(answer);

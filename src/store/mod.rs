@@ -25,7 +25,9 @@ mod fast;
 mod group;
 mod models;
 mod names;
-mod users;
+mod postgres;
+mod sqlite;
+pub mod users;
 mod versions;
 mod webhooks;
 mod workspaces;
@@ -48,7 +50,7 @@ pub use events::{EventCursor, EventRecord};
 pub use fast::NextLease;
 pub use models::{DeleteModel, Model, ModelPatch, ModelScopeRow};
 pub use names::NameClash;
-pub use users::{Caller, TokenInfo, User};
+pub use users::{Caller, TokenInfo, User, Users};
 pub use versions::{
     Decision, NewVersion, StatusRequest, StatusRequestCursor, Version, VersionCursor,
 };
@@ -57,6 +59,11 @@ pub use webhooks::{
     SaveWebhooks, WebhookRecord, WebhookWrite,
 };
 pub use workspaces::{LastAdmin, Member, StatusDef, Workspace, WorkspaceAccess};
+
+/// The storage interface: what the API, the worker and the web pages may ask of a database,
+/// one trait per area, each implemented once per backend (`sqlite/`, `postgres/`). A
+/// [`Store`] derefs to it.
+pub trait Storage: Users + Send + Sync {}
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +88,16 @@ pub struct Store {
     /// SQLite's synchronous readers for the hottest read (see `fast.rs`); `None` on
     /// PostgreSQL.
     readers: Option<Arc<fast::Readers>>,
+    /// The backend's implementation of the [`Storage`] interface.
+    db: Arc<dyn Storage>,
+}
+
+impl std::ops::Deref for Store {
+    type Target = dyn Storage;
+
+    fn deref(&self) -> &(dyn Storage + 'static) {
+        &*self.db
+    }
 }
 
 /// A model and the workspace it lives in: what an event payload needs to name them.
@@ -128,10 +145,13 @@ impl Store {
             .connect_with(options)
             .await
             .with_context(|| format!("cannot open SQLite database {}", file.display()))?;
+        let writer = group::GroupWriter::start(write.clone(), &file)?;
+        let readers = Arc::new(fast::Readers::new(file.clone()));
         Ok(Store {
             read,
-            group: Some(group::GroupWriter::start(write.clone(), &file)?),
-            readers: Some(Arc::new(fast::Readers::new(file.clone()))),
+            db: Arc::new(sqlite::Sqlite::new(writer.clone(), readers.clone())),
+            group: Some(writer),
+            readers: Some(readers),
             write,
             backend: Backend::Sqlite,
             wake: Arc::new(Notify::new()),
@@ -155,6 +175,7 @@ impl Store {
             .await
             .context("cannot connect to PostgreSQL")?;
         Ok(Store {
+            db: Arc::new(postgres::Postgres::new(pool.clone())),
             read: pool.clone(),
             write: pool,
             backend: Backend::Postgres,
@@ -328,5 +349,37 @@ impl Store {
             .setting(name)
             .await?
             .unwrap_or_else(|| value.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The `$N` placeholders of `text`, in the order they first appear.
+    fn placeholders(text: &str) -> Vec<u32> {
+        let mut seen = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find('$') {
+            rest = &rest[at + 1..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            if let Ok(n) = digits.parse::<u32>()
+                && !seen.contains(&n)
+            {
+                seen.push(n);
+            }
+        }
+        seen
+    }
+
+    /// Shared query text binds its values by position on both databases: PostgreSQL by the
+    /// number, SQLite in the order each `$N` first appears. Both agree only when `$1, $2, …`
+    /// first appear in that order.
+    #[test]
+    fn sql_text_numbers_its_parameters_in_order() {
+        for text in super::users::SHARED_SQL {
+            let found = placeholders(text);
+            let expected: Vec<u32> = (1..=found.len() as u32).collect();
+            assert_eq!(found, expected, "{text}");
+        }
+        assert_eq!(placeholders("a $2, $1"), vec![2, 1]);
     }
 }
