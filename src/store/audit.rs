@@ -291,6 +291,10 @@ pub fn webhook_changes(old: &WebhookRecord, new: &WebhookRecord) -> Option<Value
     Some(Value::Object(details))
 }
 
+/// The audit row's insert, on both databases.
+pub(super) const INSERT_AUDIT: &str = "INSERT INTO audit_log (workspace_id, at, actor, action, model, version, \
+     webhook_id, webhook_name, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
 fn decode(row: &sqlx::any::AnyRow) -> Result<AuditRecord> {
     let details: String = row.try_get("details")?;
     Ok(AuditRecord {
@@ -317,21 +321,18 @@ impl Store {
     ) -> Result<(), sqlx::Error> {
         let details =
             serde_json::to_string(&entry.details).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        sqlx::query(
-            "INSERT INTO audit_log (workspace_id, at, actor, action, model, version, \
-             webhook_id, webhook_name, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(entry.workspace_id)
-        .bind(now_micros())
-        .bind(entry.actor.as_str())
-        .bind(entry.action.as_str())
-        .bind(entry.target.model.as_deref())
-        .bind(entry.target.version.as_deref())
-        .bind(entry.target.webhook_id.as_deref())
-        .bind(entry.target.webhook_name.as_deref())
-        .bind(details)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(INSERT_AUDIT)
+            .bind(entry.workspace_id)
+            .bind(now_micros())
+            .bind(entry.actor.as_str())
+            .bind(entry.action.as_str())
+            .bind(entry.target.model.as_deref())
+            .bind(entry.target.version.as_deref())
+            .bind(entry.target.webhook_id.as_deref())
+            .bind(entry.target.webhook_name.as_deref())
+            .bind(details)
+            .execute(&mut *tx)
+            .await?;
         Ok(())
     }
 

@@ -30,7 +30,7 @@ mod sqlite;
 pub mod users;
 mod versions;
 mod webhooks;
-mod workspaces;
+pub mod workspaces;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -58,12 +58,12 @@ pub use webhooks::{
     AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryRecord, EnableOutcome, QueueStats,
     SaveWebhooks, WebhookRecord, WebhookWrite,
 };
-pub use workspaces::{LastAdmin, Member, StatusDef, Workspace, WorkspaceAccess};
+pub use workspaces::{LastAdmin, Member, StatusDef, Workspace, WorkspaceAccess, Workspaces};
 
 /// The storage interface: what the API, the worker and the web pages may ask of a database,
 /// one trait per area, each implemented once per backend (`sqlite/`, `postgres/`). A
 /// [`Store`] derefs to it.
-pub trait Storage: Users + Send + Sync {}
+pub trait Storage: Users + Workspaces + Send + Sync {}
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -375,7 +375,8 @@ mod tests {
     /// first appear in that order.
     #[test]
     fn sql_text_numbers_its_parameters_in_order() {
-        for text in super::users::SHARED_SQL {
+        let shared = [super::users::SHARED_SQL, super::workspaces::SHARED_SQL];
+        for text in shared.into_iter().flatten() {
             let found = placeholders(text);
             let expected: Vec<u32> = (1..=found.len() as u32).collect();
             assert_eq!(found, expected, "{text}");

@@ -49,8 +49,12 @@ pub trait Users {
     /// How many unrevoked tokens user `user_id` has.
     async fn count_active_tokens(&self, user_id: i64) -> Result<i64>;
 
-    async fn create_token(&self, user_id: i64, token_id: &str, token_hash: &str)
-    -> Result<TokenInfo>;
+    async fn create_token(
+        &self,
+        user_id: i64,
+        token_id: &str,
+        token_hash: &str,
+    ) -> Result<TokenInfo>;
 
     /// The user's tokens, newest first.
     async fn list_tokens(&self, user_id: i64) -> Result<Vec<TokenInfo>>;
@@ -97,8 +101,7 @@ pub(super) const LIST_TOKENS: &str = "SELECT id, created_at, revoked_at FROM api
      WHERE user_id = $1 ORDER BY created_at DESC, id DESC";
 pub(super) const REVOKE_TOKEN: &str = "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1) \
      WHERE user_id = $2 AND id = $3";
-pub(super) const INSERT_SESSION: &str =
-    "INSERT INTO sessions (id_hash, user_id, token_id, csrf, created_at, expires_at) \
+pub(super) const INSERT_SESSION: &str = "INSERT INTO sessions (id_hash, user_id, token_id, csrf, created_at, expires_at) \
      VALUES ($1, $2, $3, $4, $5, $6)";
 pub(super) const SESSION: &str = "SELECT u.id, u.username, u.server_admin, t.id AS token_id, s.csrf \
      FROM sessions s JOIN users u ON u.id = s.user_id \

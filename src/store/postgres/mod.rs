@@ -5,10 +5,12 @@
 //! not yet here are still served by `Store`'s own methods (see `store/mod.rs`).
 
 mod users;
+mod workspaces;
 
 use sqlx::AnyPool;
 
-use super::Storage;
+use super::audit::{AuditEntry, INSERT_AUDIT};
+use super::{Result, Storage, now_micros};
 
 /// The PostgreSQL implementation of [`Storage`].
 pub struct Postgres {
@@ -22,3 +24,20 @@ impl Postgres {
 }
 
 impl Storage for Postgres {}
+
+/// Writes `entry` inside `tx`, the transaction of the change it records.
+async fn insert_audit(tx: &mut sqlx::AnyConnection, entry: &AuditEntry) -> Result<()> {
+    sqlx::query(INSERT_AUDIT)
+        .bind(entry.workspace_id)
+        .bind(now_micros())
+        .bind(entry.actor.as_str())
+        .bind(entry.action.as_str())
+        .bind(entry.target.model.as_deref())
+        .bind(entry.target.version.as_deref())
+        .bind(entry.target.webhook_id.as_deref())
+        .bind(entry.target.webhook_name.as_deref())
+        .bind(serde_json::to_string(&entry.details)?)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}

@@ -8,14 +8,16 @@
 //! not yet here are still served by `Store`'s own methods (see `store/mod.rs`).
 
 mod users;
+mod workspaces;
 
 use std::sync::Arc;
 
 use rusqlite::Connection;
 
+use super::audit::{AuditEntry, INSERT_AUDIT};
 use super::fast::Readers;
 use super::group::GroupWriter;
-use super::{Result, Storage};
+use super::{Result, Storage, now_micros};
 
 /// The SQLite implementation of [`Storage`].
 pub struct Sqlite {
@@ -44,3 +46,20 @@ impl Sqlite {
 }
 
 impl Storage for Sqlite {}
+
+/// Writes `entry` inside the transaction of the change it records (the writer's).
+fn insert_audit(conn: &Connection, entry: &AuditEntry) -> Result<()> {
+    conn.prepare_cached(INSERT_AUDIT)?
+        .execute(rusqlite::params![
+            entry.workspace_id,
+            now_micros(),
+            entry.actor,
+            entry.action.as_str(),
+            entry.target.model,
+            entry.target.version,
+            entry.target.webhook_id,
+            entry.target.webhook_name,
+            serde_json::to_string(&entry.details)?,
+        ])?;
+    Ok(())
+}

@@ -129,9 +129,11 @@ impl Users for Sqlite {
     async fn revoke_token(&self, user_id: i64, token_id: &str) -> Result<bool> {
         let token_id = token_id.to_owned();
         self.write(move |conn| {
-            let n = conn
-                .prepare_cached(REVOKE_TOKEN)?
-                .execute(params![now_micros(), user_id, token_id])?;
+            let n = conn.prepare_cached(REVOKE_TOKEN)?.execute(params![
+                now_micros(),
+                user_id,
+                token_id
+            ])?;
             Ok(n > 0)
         })
         .await
