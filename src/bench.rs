@@ -1574,3 +1574,79 @@ fn cost_table(c: &DeliveryCost) -> String {
 /// Said in the output: the benchmark's server runs without rate limits.
 const RATE_LIMIT_NOTE: &str = "Rate limits are off in the benchmark's own server \
      (BERTH_RATE_LIMIT_PER_SECOND=0, BERTH_AUTH_FAILURES_PER_MINUTE=0).";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_pgbench_tps_without_connection_time() {
+        let out = "number of failed transactions: 0 (0.000%)\n\
+                   latency average = 5.726 ms\n\
+                   initial connection time = 40.566 ms\n\
+                   tps = 174.646430 (without initial connection time)\n";
+        assert_eq!(parse_pgbench_tps(out), Some(174.64643));
+        assert_eq!(
+            parse_pgbench_tps("pgbench: error: connection failed\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn reads_this_process_cpu_time() {
+        assert!(cpu_ticks(std::process::id()).is_some());
+        assert_eq!(cpu_ticks(u32::MAX), None);
+    }
+
+    #[test]
+    fn ratios_need_both_sides() {
+        let mut r = Report {
+            backend: "postgres".into(),
+            registry_writes: vec![
+                WriteRun {
+                    concurrency: 1,
+                    per_second: 700.0,
+                    ..WriteRun::default()
+                },
+                WriteRun {
+                    concurrency: 16,
+                    per_second: 900.0,
+                    ..WriteRun::default()
+                },
+            ],
+            pgbench_floor: Some(Floor {
+                runs: vec![
+                    FloorRun {
+                        concurrency: 1,
+                        tps: Some(1000.0),
+                        error: None,
+                    },
+                    FloorRun {
+                        concurrency: 16,
+                        tps: None,
+                        error: Some("pgbench not found".into()),
+                    },
+                ],
+                ..Floor::default()
+            }),
+            delivery_throughput_per_second: 800.0,
+            delivery_throughput_deliveries: 10,
+            sqlite_baseline: Some(ThroughputRun {
+                per_second: 1600.0,
+                ..ThroughputRun::default()
+            }),
+            ..Report::default()
+        };
+        r.delivery_latency = Latency::of(vec![1.0, 2.0]);
+        let x = ratios(&r);
+        assert_eq!(x.creates_to_floor_c1, Some(0.7));
+        assert_eq!(x.creates_to_floor_c16, None);
+        assert_eq!(x.postgres_to_sqlite_deliveries, Some(0.5));
+        assert_eq!(x.isolation_p99_delta_ms, None);
+        r.ratios = x;
+        let text = table(&r);
+        assert!(text.contains("70% (700 ÷ 1000)"), "{text}");
+        assert!(text.contains("no floor: pgbench not found"), "{text}");
+        assert!(text.contains("not measured: pgbench not found"), "{text}");
+    }
+}
