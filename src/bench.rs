@@ -678,7 +678,7 @@ fn ratios(r: &Report) -> Ratios {
     Ratios {
         creates_to_floor_c1: ratio(1),
         creates_to_floor_c16: ratio(16),
-        isolation_p99_delta_ms: (l.count > 0 && i.count > 0).then(|| i.p99_ms - l.p99_ms),
+        isolation_p99_delta_ms: (l.count > 0 && i.count > 0).then_some(i.p99_ms - l.p99_ms),
         postgres_to_sqlite_deliveries: r
             .sqlite_baseline
             .filter(|s| s.per_second > 0.0 && r.delivery_throughput_deliveries > 0)
