@@ -23,7 +23,7 @@ mod error;
 mod events;
 mod fast;
 mod group;
-mod models;
+pub mod models;
 mod names;
 mod postgres;
 mod sqlite;
@@ -48,7 +48,7 @@ pub use audit::{
 pub use error::{Error, Result};
 pub use events::{EventCursor, EventRecord};
 pub use fast::NextLease;
-pub use models::{DeleteModel, Model, ModelPatch, ModelScopeRow};
+pub use models::{DeleteModel, Model, ModelPatch, ModelScopeRow, Models};
 pub use names::NameClash;
 pub use users::{Caller, TokenInfo, User, Users};
 pub use versions::{
@@ -63,7 +63,7 @@ pub use workspaces::{LastAdmin, Member, StatusDef, Workspace, WorkspaceAccess, W
 /// The storage interface: what the API, the worker and the web pages may ask of a database,
 /// one trait per area, each implemented once per backend (`sqlite/`, `postgres/`). A
 /// [`Store`] derefs to it.
-pub trait Storage: Users + Workspaces + Send + Sync {}
+pub trait Storage: Users + Workspaces + Models + Send + Sync {}
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,9 +85,6 @@ pub struct Store {
     wake: Arc<Notify>,
     /// SQLite's group-commit writer (see `group.rs`); `None` on PostgreSQL.
     group: Option<group::GroupWriter>,
-    /// SQLite's synchronous readers for the hottest read (see `fast.rs`); `None` on
-    /// PostgreSQL.
-    readers: Option<Arc<fast::Readers>>,
     /// The backend's implementation of the [`Storage`] interface.
     db: Arc<dyn Storage>,
 }
@@ -149,9 +146,8 @@ impl Store {
         let readers = Arc::new(fast::Readers::new(file.clone()));
         Ok(Store {
             read,
-            db: Arc::new(sqlite::Sqlite::new(writer.clone(), readers.clone())),
+            db: Arc::new(sqlite::Sqlite::new(writer.clone(), readers)),
             group: Some(writer),
-            readers: Some(readers),
             write,
             backend: Backend::Sqlite,
             wake: Arc::new(Notify::new()),
@@ -181,7 +177,6 @@ impl Store {
             backend: Backend::Postgres,
             wake: Arc::new(Notify::new()),
             group: None,
-            readers: None,
         })
     }
 
@@ -375,7 +370,11 @@ mod tests {
     /// first appear in that order.
     #[test]
     fn sql_text_numbers_its_parameters_in_order() {
-        let shared = [super::users::SHARED_SQL, super::workspaces::SHARED_SQL];
+        let shared = [
+            super::users::SHARED_SQL,
+            super::workspaces::SHARED_SQL,
+            super::models::SHARED_SQL,
+        ];
         for text in shared.into_iter().flatten() {
             let found = placeholders(text);
             let expected: Vec<u32> = (1..=found.len() as u32).collect();

@@ -4,6 +4,7 @@
 //! The areas of the store interface move here from the shared `sqlx` code one by one; those
 //! not yet here are still served by `Store`'s own methods (see `store/mod.rs`).
 
+mod models;
 mod users;
 mod workspaces;
 
