@@ -5,9 +5,9 @@
 use sqlx::Row;
 
 use super::audit::{AuditAction, AuditEntry, SYSTEM_ACTOR, iso, webhook_changes, webhook_summary};
+use super::events::FEED_HORIZON;
 use super::fast::NextLease;
 use super::group::Db;
-use super::events::FEED_HORIZON;
 use super::{Backend, Store, now_micros};
 use crate::domain::name_key;
 
@@ -756,12 +756,11 @@ impl Store {
             let id: String = row.try_get("id")?;
             if row.try_get::<i64, _>("enabled")? == 0 {
                 // PostgreSQL only (SQLite read enabled ones): read it again, locked.
-                let now_row = sqlx::query(
-                    "SELECT triggers, enabled FROM webhooks WHERE id = $1 FOR SHARE",
-                )
-                .bind(id.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
+                let now_row =
+                    sqlx::query("SELECT triggers, enabled FROM webhooks WHERE id = $1 FOR SHARE")
+                        .bind(id.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
                 let Some(now_row) = now_row else { continue };
                 if now_row.try_get::<i64, _>("enabled")? == 0
                     || !subscribed(&now_row.try_get::<String, _>("triggers")?, trigger)?

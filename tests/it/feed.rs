@@ -137,7 +137,10 @@ async fn feed_holds_back_an_event_committed_past_an_open_smaller_seq() {
     let first_id = ids(&first).remove(0);
 
     let mut slow = raw(&app).await;
-    sqlx::query("BEGIN").execute(&mut slow).await.expect("begin");
+    sqlx::query("BEGIN")
+        .execute(&mut slow)
+        .await
+        .expect("begin");
     let (slow_id, slow_seq) = insert_event_copy(&mut slow, &first_id).await;
 
     // A later event, committed before this call answers.
@@ -163,7 +166,10 @@ async fn feed_holds_back_an_event_committed_past_an_open_smaller_seq() {
     let (items, _) = page(&app, None, 100).await;
     assert_eq!(ids(&items), [first_id.clone()]);
 
-    sqlx::query("COMMIT").execute(&mut slow).await.expect("commit");
+    sqlx::query("COMMIT")
+        .execute(&mut slow)
+        .await
+        .expect("commit");
 
     // The reader polls on with the cursor it had: the slow event first, then the later one.
     let (items, _) = page_of(&app, Some(&cursor), 2).await;
@@ -280,7 +286,10 @@ async fn feed_reader_racing_concurrent_writers_gets_every_event_once(backend: Ba
     let all = ids(&page_of(&app, None, expected).await.0);
     assert_eq!(all.len(), expected);
     let all: BTreeSet<&String> = all.iter().collect();
-    assert_eq!(unique, all, "the reader missed events (or saw foreign ones)");
+    assert_eq!(
+        unique, all,
+        "the reader missed events (or saw foreign ones)"
+    );
     app.stop().await;
 }
 
@@ -318,7 +327,10 @@ async fn enable_queues_an_event_committed_after_the_disable_with_a_smaller_seq()
     let first_id = ids(&first).remove(0);
 
     let mut slow = raw(&app).await;
-    sqlx::query("BEGIN").execute(&mut slow).await.expect("begin");
+    sqlx::query("BEGIN")
+        .execute(&mut slow)
+        .await
+        .expect("begin");
     let (slow_id, slow_seq) = insert_event_copy(&mut slow, &first_id).await;
     app.version("acme", "m", json!({"version": "1.0.1"})).await;
     body["enabled"] = json!(false);
@@ -332,7 +344,10 @@ async fn enable_queues_an_event_committed_after_the_disable_with_a_smaller_seq()
         .expect("webhook")
         .get("disabled_after_seq");
     assert!(slow_seq < after_seq, "{slow_seq} < {after_seq}");
-    sqlx::query("COMMIT").execute(&mut slow).await.expect("commit");
+    sqlx::query("COMMIT")
+        .execute(&mut slow)
+        .await
+        .expect("commit");
     assert_eq!(deliveries_of(&mut check, &hook, &slow_id).await, 0);
 
     let (s, b) = app
@@ -362,7 +377,10 @@ async fn an_event_racing_a_re_enable_waits_for_it_and_is_sent() {
     assert_eq!(s, StatusCode::OK, "{b}");
 
     let mut enable = raw(&app).await;
-    sqlx::query("BEGIN").execute(&mut enable).await.expect("begin");
+    sqlx::query("BEGIN")
+        .execute(&mut enable)
+        .await
+        .expect("begin");
     sqlx::query("SELECT id FROM webhooks WHERE id = $1 FOR NO KEY UPDATE")
         .bind(hook.as_str())
         .execute(&mut enable)
@@ -392,16 +410,18 @@ async fn an_event_racing_a_re_enable_waits_for_it_and_is_sent() {
     .execute(&mut enable)
     .await
     .expect("enable");
-    sqlx::query("COMMIT").execute(&mut enable).await.expect("commit");
+    sqlx::query("COMMIT")
+        .execute(&mut enable)
+        .await
+        .expect("commit");
     assert_eq!(create.await.expect("create task"), StatusCode::CREATED);
 
-    let event_id: String = sqlx::query(
-        "SELECT id FROM events WHERE payload LIKE '%\"version\":\"2.0.0\"%'",
-    )
-    .fetch_one(&mut check)
-    .await
-    .expect("the event")
-    .get("id");
+    let event_id: String =
+        sqlx::query("SELECT id FROM events WHERE payload LIKE '%\"version\":\"2.0.0\"%'")
+            .fetch_one(&mut check)
+            .await
+            .expect("the event")
+            .get("id");
     assert_eq!(deliveries_of(&mut check, &hook, &event_id).await, 1);
     let _ = enable.close().await;
     let _ = check.close().await;
@@ -426,7 +446,10 @@ async fn a_re_enable_waits_for_an_open_event_that_saw_the_webhook_disabled() {
     assert_eq!(s, StatusCode::OK, "{b}");
 
     let mut event = raw(&app).await;
-    sqlx::query("BEGIN").execute(&mut event).await.expect("begin");
+    sqlx::query("BEGIN")
+        .execute(&mut event)
+        .await
+        .expect("begin");
     let (slow_id, _) = insert_event_copy(&mut event, &first_id).await;
     sqlx::query("SELECT enabled FROM webhooks WHERE id = $1 FOR SHARE")
         .bind(hook.as_str())
@@ -449,7 +472,10 @@ async fn a_re_enable_waits_for_an_open_event_that_saw_the_webhook_disabled() {
     };
     let mut check = raw(&app).await;
     wait_for_lock_wait(&mut check, &enable).await;
-    sqlx::query("COMMIT").execute(&mut event).await.expect("commit");
+    sqlx::query("COMMIT")
+        .execute(&mut event)
+        .await
+        .expect("commit");
     let (s, b) = enable.await.expect("enable task");
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["missedEvents"], json!(1), "{b}");
