@@ -164,7 +164,7 @@ async fn feed_holds_back_an_event_committed_past_an_open_smaller_seq() {
     );
     assert_eq!(next.as_deref(), Some(cursor.as_str()), "the cursor stays");
     let (items, _) = page(&app, None, 100).await;
-    assert_eq!(ids(&items), [first_id.clone()]);
+    assert_eq!(ids(&items), vec![first_id.clone()]);
 
     sqlx::query("COMMIT")
         .execute(&mut slow)
