@@ -1,4 +1,5 @@
-//! The event outbox, read back: every webhook trigger of a workspace, in commit order.
+//! The event outbox, read back: every webhook trigger of a workspace, in an order no later
+//! commit can break (see `Store::list_events`).
 
 use axum::Json;
 use axum::extract::State;
@@ -49,8 +50,13 @@ pub struct EventQuery {
     pub limit: Option<String>,
 }
 
+/// `s`: the last event's `seq`; `x` (PostgreSQL only): its transaction id, the first half of
+/// the feed's order there (see `Store::list_events`). A PostgreSQL cursor without `x`, handed
+/// out before migration 0010, still reads on.
 #[derive(Debug, Serialize, Deserialize)]
 struct CursorJson {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    x: Option<i64>,
     s: i64,
 }
 
@@ -70,12 +76,22 @@ async fn list_events(
         None => None,
         Some(text) => {
             let c: CursorJson = decode_cursor_as("after", text)?;
-            Some(EventCursor { seq: c.s })
+            if c.x.is_some_and(|x| x < 0) {
+                // Transaction ids are never negative: not a cursor this server handed out.
+                return Err(ApiError::NotFoundIn {
+                    message: "after is not a cursor this server handed out".to_owned(),
+                    field: "after".to_owned(),
+                });
+            }
+            Some(EventCursor { tx: c.x, seq: c.s })
         }
     };
     let rows = state.store.list_events(ws.id, after, limit).await?;
     let next_cursor = match rows.last() {
-        Some(last) => Some(encode_cursor(&CursorJson { s: last.seq })),
+        Some(last) => Some(encode_cursor(&CursorJson {
+            x: last.tx,
+            s: last.seq,
+        })),
         None => q.after.clone(),
     };
     Ok(Json(EventList {

@@ -5,6 +5,7 @@
 use sqlx::Row;
 
 use super::audit::{AuditAction, AuditEntry, SYSTEM_ACTOR, iso, webhook_changes, webhook_summary};
+use super::events::FEED_HORIZON;
 use super::fast::NextLease;
 use super::group::Db;
 use super::{Backend, Store, now_micros};
@@ -295,17 +296,37 @@ fn bind_attempt<'q>(
         .bind(a.response_headers_omitted)
 }
 
+/// Disables a webhook, noting where `enable_webhook` will look for the events it missed:
+/// the newest `seq` (SQLite, and webhooks disabled before migration 0010), and on PostgreSQL
+/// the feed horizon (`disabled_after_xid`, from [`FEED_HORIZON`]).
+///
+/// Why the horizon: event writers do not take turns on PostgreSQL, so `seq` is not commit
+/// order. An event may take `seq` 5, let 6 commit (and be sent), see the webhook disabled
+/// in its fan-out, and commit after the disable, below its `disabled_after_seq` of 6, with
+/// no delivery. Its `tx_id` is at or above the horizon noted here: a transaction below it
+/// had finished before the disabling statement began, so its fan-out saw the webhook as it
+/// was before. `enable_webhook` therefore takes every event with `tx_id >=
+/// disabled_after_xid` as a candidate (the few that were in flight and sent anyway have a
+/// delivery and are skipped). The other race, an event whose fan-out sees the webhook
+/// disabled but that commits after `enable_webhook` has looked, is closed by a row lock:
+/// see `fan_out`.
 async fn disable(
     conn: &mut sqlx::AnyConnection,
     webhook_id: &str,
     reason: &str,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let horizon = if conn.backend_name() == "PostgreSQL" {
+        format!(", disabled_after_xid = {FEED_HORIZON}")
+    } else {
+        String::new()
+    };
+    // The text holds placeholders only; every value is bound.
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE webhooks SET enabled = 0, disabled_reason = $2, updated_at = $3, \
-         disabled_after_seq = (SELECT COALESCE(MAX(seq), 0) FROM events) \
-         WHERE id = $1 AND enabled = 1",
-    )
+         disabled_after_seq = (SELECT COALESCE(MAX(seq), 0) FROM events){horizon} \
+         WHERE id = $1 AND enabled = 1"
+    )))
     .bind(webhook_id)
     .bind(reason)
     .bind(now)
@@ -411,13 +432,23 @@ impl Store {
         w: &WebhookRecord,
         actor: &str,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
+        // Created disabled: the same notes as `disable`'s.
+        let (column, horizon) = match self.backend {
+            Backend::Sqlite => ("", String::new()),
+            Backend::Postgres => (
+                ", disabled_after_xid",
+                format!(", CASE WHEN $10 = 0 THEN {FEED_HORIZON} END"),
+            ),
+        };
+        // The text holds placeholders only; every value is bound.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO webhooks (id, workspace_id, model_id, name, url, secret_enc, triggers, \
              headers, github_actions, enabled, disabled_reason, signing_key_enc, created_at, \
-             updated_at, disabled_after_seq, name_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
-             $9, $10, $11, $12, $13, $13, \
-             CASE WHEN $10 = 0 THEN (SELECT COALESCE(MAX(seq), 0) FROM events) END, $14)",
-        )
+             updated_at, disabled_after_seq, name_key{column}) VALUES ($1, $2, $3, $4, $5, $6, \
+             $7, $8, $9, $10, $11, $12, $13, $13, \
+             CASE WHEN $10 = 0 THEN (SELECT COALESCE(MAX(seq), 0) FROM events) END, \
+             $14{horizon})"
+        )))
         .bind(w.id.as_str())
         .bind(w.workspace_id)
         .bind(w.model_id)
@@ -488,17 +519,26 @@ impl Store {
         else {
             return Ok(false);
         };
-        let done = sqlx::query(
+        // Disabled here: the same notes as `disable`'s.
+        let horizon = match self.backend {
+            Backend::Sqlite => String::new(),
+            Backend::Postgres => format!(
+                "disabled_after_xid = CASE WHEN $8 = 0 AND enabled = 1 THEN {FEED_HORIZON} \
+                 WHEN $8 = 1 THEN NULL ELSE disabled_after_xid END, "
+            ),
+        };
+        // The text holds placeholders only; every value is bound.
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE webhooks SET name = $2, url = $3, secret_enc = $4, triggers = $5, \
              headers = $6, github_actions = $7, enabled = $8, disabled_reason = $9, \
              updated_at = $10, \
              disabled_after_seq = CASE WHEN $8 = 0 AND enabled = 1 \
                THEN (SELECT COALESCE(MAX(seq), 0) FROM events) \
-               WHEN $8 = 1 THEN NULL ELSE disabled_after_seq END, \
+               WHEN $8 = 1 THEN NULL ELSE disabled_after_seq END, {horizon}\
              failing_since = CASE WHEN $8 = 1 AND enabled = 0 THEN NULL ELSE failing_since END, \
              name_key = CASE WHEN name_key IS NULL AND name = $2 THEN NULL ELSE $11 END \
-             WHERE id = $1",
-        )
+             WHERE id = $1"
+        )))
         .bind(w.id.as_str())
         .bind(w.name.as_str())
         .bind(w.url.as_str())
@@ -681,6 +721,17 @@ impl Store {
 
     /// Writes one delivery per enabled webhook of the model subscribed to `trigger`, inside the
     /// event's transaction. Answers how many.
+    ///
+    /// On PostgreSQL a disabled webhook subscribed to the trigger is read again with
+    /// `FOR SHARE`, held until this event commits. `enable_webhook` starts by locking the
+    /// webhook's row `FOR NO KEY UPDATE`, which conflicts with it, so either this event
+    /// locked first and has committed before `enable_webhook` looks for missed events (and
+    /// is found there), or `enable_webhook` locked first and this read waits for it and
+    /// sees the webhook enabled (and writes its delivery). Without it an event could see
+    /// the webhook disabled, commit after the enable had looked, and be sent never. (SQLite
+    /// has one writer: nothing falls between.) Only events of models with such a webhook
+    /// pay for the lock; enabled webhooks are locked `FOR KEY SHARE` by the deliveries'
+    /// foreign key as before, which conflicts with nothing the hot path does.
     pub(super) async fn fan_out(
         &self,
         tx: &mut sqlx::AnyConnection,
@@ -690,16 +741,34 @@ impl Store {
         trigger: &str,
         now: i64,
     ) -> Result<usize, sqlx::Error> {
-        let rows =
-            sqlx::query("SELECT id, triggers FROM webhooks WHERE model_id = $1 AND enabled = 1")
-                .bind(model_id)
-                .fetch_all(&mut *tx)
-                .await?;
+        let rows = sqlx::query(self.pick((
+            "SELECT id, triggers, enabled FROM webhooks WHERE model_id = $1 AND enabled = 1",
+            "SELECT id, triggers, enabled FROM webhooks WHERE model_id = $1 ORDER BY id",
+        )))
+        .bind(model_id)
+        .fetch_all(&mut *tx)
+        .await?;
         let mut targets = Vec::with_capacity(rows.len());
         for row in &rows {
-            if subscribed(&row.try_get::<String, _>("triggers")?, trigger)? {
-                targets.push(row.try_get::<String, _>("id")?);
+            if !subscribed(&row.try_get::<String, _>("triggers")?, trigger)? {
+                continue;
             }
+            let id: String = row.try_get("id")?;
+            if row.try_get::<i64, _>("enabled")? == 0 {
+                // PostgreSQL only (SQLite read enabled ones): read it again, locked.
+                let now_row =
+                    sqlx::query("SELECT triggers, enabled FROM webhooks WHERE id = $1 FOR SHARE")
+                        .bind(id.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some(now_row) = now_row else { continue };
+                if now_row.try_get::<i64, _>("enabled")? == 0
+                    || !subscribed(&now_row.try_get::<String, _>("triggers")?, trigger)?
+                {
+                    continue;
+                }
+            }
+            targets.push(id);
         }
         let n = targets.len();
         // One multi-row INSERT per 100 webhooks rather than one statement each: on SQLite
@@ -1206,13 +1275,15 @@ impl Store {
         actor: &str,
     ) -> Result<Option<EnableOutcome>, sqlx::Error> {
         let mut tx = self.begin().await?;
-        // NO KEY UPDATE on PostgreSQL: it keeps other enables and disables off this row but
-        // not an event's foreign-key check on it.
+        // NO KEY UPDATE on PostgreSQL: it keeps other enables and disables off this row, and
+        // waits for the events holding it `FOR SHARE` (see `fan_out`), but not for an event's
+        // foreign-key check on it.
         let row = sqlx::query(self.pick((
             "SELECT workspace_id, triggers, enabled, failing_since, disabled_after_seq, \
-             created_at FROM webhooks WHERE model_id = $1 AND id = $2",
+             NULL AS after_xid, created_at FROM webhooks WHERE model_id = $1 AND id = $2",
             "SELECT workspace_id, triggers, enabled, failing_since, disabled_after_seq, \
-             created_at FROM webhooks WHERE model_id = $1 AND id = $2 FOR NO KEY UPDATE",
+             disabled_after_xid::text::bigint AS after_xid, created_at FROM webhooks \
+             WHERE model_id = $1 AND id = $2 FOR NO KEY UPDATE",
         )))
         .bind(model_id)
         .bind(id)
@@ -1227,6 +1298,7 @@ impl Store {
         let triggers: Vec<String> = serde_json::from_str(&triggers).map_err(json_err)?;
         let failing_since: Option<i64> = row.try_get("failing_since")?;
         let after_seq: Option<i64> = row.try_get("disabled_after_seq")?;
+        let after_xid: Option<i64> = row.try_get("after_xid")?;
         let created_at: i64 = row.try_get("created_at")?;
         let now = now_micros();
         let pending = sqlx::query(
@@ -1252,26 +1324,32 @@ impl Store {
             .rows_affected(),
             None => 0,
         };
-        if self.backend == Backend::Postgres {
-            // The lock event writers hold from their insert to their commit (see
-            // `insert_event`): an event whose fan-out saw this webhook disabled has committed
-            // before the scan below, and one after it sees the webhook enabled. Nothing
-            // falls between the two.
-            sqlx::query("SELECT pg_advisory_xact_lock(7345298413)")
-                .execute(&mut *tx)
-                .await?;
-        }
+        // Which events it may have missed: on PostgreSQL those at or above the feed horizon
+        // of its disable (see `disable`), whatever their seq; on SQLite, and for webhooks
+        // disabled before migration 0010, those after the newest seq of then. No event whose
+        // fan-out saw the webhook disabled can commit after this scan: such an event holds
+        // the webhook's row `FOR SHARE` (see `fan_out`), which the `FOR NO KEY UPDATE` above
+        // waited for.
         let mut missed_events = 0;
-        if let Some(after) = after_seq {
-            let events = sqlx::query(
+        let since = match (after_xid, after_seq) {
+            (Some(xid), _) => Some(("e.tx_id >= $2::text::xid8", Some(xid.to_string()), 0)),
+            (None, Some(seq)) => Some(("e.seq > $2", None, seq)),
+            (None, None) => None,
+        };
+        if let Some((position, xid, seq)) = since {
+            // The text holds placeholders only; every value is bound.
+            let events = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT e.seq, e.id, e.event_trigger FROM events e \
-                 WHERE e.workspace_id = $1 AND e.seq > $2 AND e.model_id = $3 \
+                 WHERE e.workspace_id = $1 AND {position} AND e.model_id = $3 \
                  AND e.occurred_at >= $4 AND NOT EXISTS ( \
                    SELECT 1 FROM deliveries d WHERE d.webhook_id = $5 AND d.event_seq = e.seq) \
-                 ORDER BY e.seq",
-            )
-            .bind(workspace_id)
-            .bind(after)
+                 ORDER BY e.seq"
+            )))
+            .bind(workspace_id);
+            let events = match xid {
+                Some(xid) => events.bind(xid),
+                None => events.bind(seq),
+            }
             .bind(model_id)
             .bind(created_at)
             .bind(id)

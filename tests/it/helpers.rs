@@ -179,6 +179,11 @@ impl TestApp {
         &self.store
     }
 
+    /// PostgreSQL: the URL of this app's own database, for a test's raw connection.
+    pub fn pg_url(&self) -> Option<&str> {
+        self.pg.as_ref().map(|db| db.url.as_str())
+    }
+
     /// Stops the server and waits for it to finish.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {

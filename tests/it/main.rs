@@ -12,6 +12,7 @@ mod connections;
 mod constraints;
 mod delivery;
 mod errors;
+mod feed;
 mod fuzz;
 mod hardening_hooks;
 mod limits;

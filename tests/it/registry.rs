@@ -148,9 +148,9 @@ fn expected(
 
 /// Every event of `ws`, waiting up to ten seconds for at least `n` to be readable.
 ///
-/// On PostgreSQL the server hides events while any older transaction anywhere on the cluster
-/// is still running (see `events_visible_despite_unrelated_open_transaction`); waiting here
-/// keeps that one defect from failing every other test.
+/// On PostgreSQL an event shows once the transactions of its database that were running when
+/// it committed have finished (`store/events.rs`, `list_events`): at once here, but a worker
+/// transaction may still be open for a moment; waiting keeps that from failing a test.
 async fn evs(app: &TestApp, ws: &str, n: usize) -> Vec<Value> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
