@@ -3,9 +3,8 @@
 
 use async_trait::async_trait;
 
-use super::workspaces::role_of;
+use super::workspaces::access_role;
 use super::{AuditAction, AuditEntry, AuditTarget, Caller, ModelRef, Result, WorkspaceAccess};
-use crate::domain::Role;
 
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -225,11 +224,10 @@ impl ScopeColumns {
             server_admin: self.server_admin != 0,
             token_id: self.token_id,
         };
-        let role = match (self.ws_id, self.role, caller.server_admin) {
-            (None, _, _) | (Some(_), None, false) => None,
-            (Some(_), _, true) => Some(Role::Admin),
-            (Some(_), Some(r), false) => Some(role_of(&r)),
-        };
+        // The same rule as `workspace_access`.
+        let role = self
+            .ws_id
+            .and(access_role(self.role.as_deref(), caller.server_admin));
         let workspace = match (self.ws_id, self.ws_name, role) {
             (Some(id), Some(name), Some(role)) => Some(WorkspaceAccess { id, name, role }),
             _ => None,
