@@ -24,6 +24,7 @@ mod fast;
 mod group;
 mod models;
 mod names;
+mod nodes;
 mod users;
 mod versions;
 mod webhooks;
@@ -46,13 +47,14 @@ pub use events::{EventCursor, EventRecord};
 pub use fast::NextLease;
 pub use models::{DeleteModel, Model, ModelPatch, ModelScopeRow};
 pub use names::NameClash;
+pub use nodes::{DeadNode, NodeRecord};
 pub use users::{Caller, TokenInfo, User};
 pub use versions::{
     Decision, NewVersion, StatusRequest, StatusRequestCursor, Version, VersionCursor,
 };
 pub use webhooks::{
     AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryRecord, EnableOutcome, QueueStats,
-    SaveWebhooks, WebhookRecord, WebhookWrite,
+    Recorded, SaveWebhooks, WebhookRecord, WebhookWrite,
 };
 pub use workspaces::{LastAdmin, Member, StatusDef, Workspace, WorkspaceAccess};
 
