@@ -365,6 +365,9 @@ pub async fn build_state(settings: Settings, store: Store) -> anyhow::Result<App
             lease: d.timeout + std::time::Duration::from_secs(30),
             schedule: d.schedule.clone(),
             auto_disable_after: d.auto_disable_after,
+            heartbeat_interval: d.heartbeat_interval,
+            dead_after: d.dead_after,
+            clock: d.clock.clone(),
         },
         metrics.clone(),
     );
@@ -400,10 +403,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Database::Sqlite => lock_data_dir(&settings.data_dir)?,
         Database::Postgres(_) => None,
     };
+    let shutdown = shutdown_signal();
     let (state, listener, addr) = prepare_with(settings, listener).await?;
     // Leases a killed process left: on SQLite, with the lock held, every one; on PostgreSQL,
     // those under this node's name (names are distinct per node, so they are an earlier
-    // run's of this node; a node started under a new name leaves them to run out).
+    // run's of this node). A dead node's under another name are released by the heartbeat
+    // of any running node once that name has been silent for `node_dead_after`.
     let released = if lock.is_some() {
         state.store.release_every_lease().await?
     } else {
@@ -421,7 +426,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         "listening on http://{addr}"
     );
     let store = state.store.clone();
-    run(state, listener, shutdown_signal()).await?;
+    run(state, listener, shutdown).await?;
     // Closing waits for connections still checked out; a request abandoned at the end of
     // the grace must not hold the exit up.
     if tokio::time::timeout(std::time::Duration::from_secs(5), store.close())
@@ -537,24 +542,46 @@ pub async fn migrate_only(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Completes on SIGINT or SIGTERM. The handlers are installed when this is called, not when
+/// the future is first polled: a SIGTERM that arrives as soon as the server listens (a process
+/// manager stopping it at once) is a clean shutdown too, never the default action's kill.
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (mut int, mut term) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let int = async {
+                match &mut int {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let term = async {
+                match &mut term {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = int => {},
+                () = term => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }

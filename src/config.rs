@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use crate::clock::Clock;
 use crate::delivery::crypto::SecretBox;
 use crate::delivery::schedule::{RetrySchedule, parse_duration};
 use crate::delivery::ssrf::TargetPolicy;
@@ -59,6 +60,12 @@ pub struct Overrides {
     /// This node's name in delivery leases and logs (default: hostname-pid)
     #[arg(long, env = "BERTH_NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
+    /// How often a worker node beats in the database, e.g. 1s
+    #[arg(long, env = "BERTH_NODE_HEARTBEAT_INTERVAL", value_name = "DURATION")]
+    pub node_heartbeat_interval: Option<String>,
+    /// How long a node may be silent before the others take over its deliveries, e.g. 5s
+    #[arg(long, env = "BERTH_NODE_DEAD_AFTER", value_name = "DURATION")]
+    pub node_dead_after: Option<String>,
     /// How long shutdown waits for requests and attempts in flight, e.g. 20s
     #[arg(long, env = "BERTH_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
@@ -117,6 +124,8 @@ struct FileConfig {
     delivery_per_webhook_in_flight: Option<usize>,
     delivery_poll_interval: Option<String>,
     node_name: Option<String>,
+    node_heartbeat_interval: Option<String>,
+    node_dead_after: Option<String>,
     shutdown_grace: Option<String>,
     role: Option<String>,
     retention_days: Option<u32>,
@@ -287,6 +296,13 @@ pub struct DeliverySettings {
     pub node: String,
     /// Disable a webhook whose every attempt has failed for this long (`None`: never).
     pub auto_disable_after: Option<Duration>,
+    /// How often this node beats in `nodes` (and looks for silent nodes).
+    pub heartbeat_interval: Duration,
+    /// How long a node's heartbeat may be silent before the others declare it dead and
+    /// release its leases. More than twice `heartbeat_interval`.
+    pub dead_after: Duration,
+    /// The worker's time source: the system clock; tests put a test clock here.
+    pub clock: Clock,
 }
 
 impl Default for DeliverySettings {
@@ -300,9 +316,19 @@ impl Default for DeliverySettings {
             poll_interval: Duration::from_secs(1),
             node: default_node_name(),
             auto_disable_after: Some(DEFAULT_AUTO_DISABLE_AFTER),
+            heartbeat_interval: DEFAULT_NODE_HEARTBEAT_INTERVAL,
+            dead_after: DEFAULT_NODE_DEAD_AFTER,
+            clock: Clock::system(),
         }
     }
 }
+
+/// A worker node beats every second...
+pub const DEFAULT_NODE_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// ...and one silent for five seconds is declared dead: its deliveries in flight go out
+/// again about five to six seconds after it died.
+pub const DEFAULT_NODE_DEAD_AFTER: Duration = Duration::from_secs(5);
 
 /// Five days of nothing but failures disable a webhook.
 pub const DEFAULT_AUTO_DISABLE_AFTER: Duration = Duration::from_secs(5 * 86_400);
@@ -520,6 +546,37 @@ impl Settings {
                 );
             }
             delivery.node = n;
+        }
+        if let Some(t) = over
+            .node_heartbeat_interval
+            .clone()
+            .or(file.node_heartbeat_interval)
+        {
+            delivery.heartbeat_interval = duration_setting(
+                "node_heartbeat_interval",
+                "BERTH_NODE_HEARTBEAT_INTERVAL",
+                &t,
+                Duration::from_millis(10),
+                Duration::from_secs(60),
+            )?;
+        }
+        if let Some(t) = over.node_dead_after.clone().or(file.node_dead_after) {
+            delivery.dead_after = duration_setting(
+                "node_dead_after",
+                "BERTH_NODE_DEAD_AFTER",
+                &t,
+                Duration::from_millis(50),
+                Duration::from_secs(3600),
+            )?;
+        }
+        if delivery.dead_after <= 2 * delivery.heartbeat_interval {
+            bail!(
+                "invalid setting node_dead_after (BERTH_NODE_DEAD_AFTER): must be more than \
+                 twice node_heartbeat_interval ({} ms), or one late beat would declare a live \
+                 node dead; it is {} ms",
+                delivery.heartbeat_interval.as_millis(),
+                delivery.dead_after.as_millis()
+            );
         }
         if let Some(t) = over.auto_disable_after.clone().or(file.auto_disable_after) {
             let d = duration_setting(
@@ -778,6 +835,38 @@ mod tests {
         assert_eq!(file.body_read_timeout.as_deref(), Some("30s"));
         assert_eq!(file.keep_alive_timeout.as_deref(), Some("75s"));
         assert_eq!(file.max_connections, Some(10_000));
+        assert_eq!(file.node_heartbeat_interval.as_deref(), Some("1s"));
+        assert_eq!(file.node_dead_after.as_deref(), Some("5s"));
+    }
+
+    #[test]
+    fn node_heartbeat_settings_default_and_checked() {
+        let resolve = |interval: Option<&str>, dead: Option<&str>| {
+            Settings::resolve(&Overrides {
+                node_heartbeat_interval: interval.map(str::to_owned),
+                node_dead_after: dead.map(str::to_owned),
+                config: Some(PathBuf::from("/dev/null")),
+                ..Default::default()
+            })
+        };
+        let s = resolve(None, None).unwrap();
+        assert_eq!(s.delivery.heartbeat_interval, Duration::from_secs(1));
+        assert_eq!(s.delivery.dead_after, Duration::from_secs(5));
+        let s = resolve(Some("200ms"), Some("1s")).unwrap();
+        assert_eq!(s.delivery.heartbeat_interval, Duration::from_millis(200));
+        assert_eq!(s.delivery.dead_after, Duration::from_secs(1));
+        // Exactly twice the interval is refused: one late beat would look like a death.
+        let err = resolve(Some("500ms"), Some("1s")).unwrap_err().to_string();
+        assert!(
+            err.contains("node_dead_after") && err.contains("twice"),
+            "{err}"
+        );
+        let err = resolve(None, Some("2s")).unwrap_err().to_string();
+        assert!(err.contains("node_dead_after"), "{err}");
+        let err = resolve(Some("0s"), None).unwrap_err().to_string();
+        assert!(err.contains("node_heartbeat_interval"), "{err}");
+        let err = resolve(Some("often"), None).unwrap_err().to_string();
+        assert!(err.contains("node_heartbeat_interval"), "{err}");
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub struct Metrics {
     buckets: [AtomicU64; 12],
     count: AtomicU64,
     sum_micros: AtomicU64,
+    stale_leases: AtomicU64,
 }
 
 impl Metrics {
@@ -57,6 +58,11 @@ impl Metrics {
             .unwrap_or(0)
             .saturating_mul(1000);
         self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Counts one attempt refused because another claim took its lease meanwhile.
+    pub fn stale_lease(&self) {
+        self.stale_leases.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The exposition text, with the queue figures read at scrape time.
@@ -93,6 +99,14 @@ impl Metrics {
              berth_delivery_attempt_duration_seconds_sum {}\n\
              berth_delivery_attempt_duration_seconds_count {count}",
             self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "# HELP berth_delivery_stale_attempts_total Attempts refused, not recorded, because \
+             another claim took their lease meanwhile (their node was paused or declared dead).\n\
+             # TYPE berth_delivery_stale_attempts_total counter\n\
+             berth_delivery_stale_attempts_total {}",
+            self.stale_leases.load(Ordering::Relaxed)
         );
         if let Some(q) = queue {
             let oldest = q

@@ -3,8 +3,11 @@
 //!
 //! It never loses a delivery: the rows were written in the event's transaction, a claim is only
 //! a lease (`locked_until`), and the attempt and the new state are recorded together. If the
-//! process dies mid-attempt the lease runs out and another claim sends it again, with the same
-//! `webhook-id`: delivery is at least once.
+//! process dies mid-attempt, another node declares it dead once its heartbeat has been silent
+//! for `node_dead_after` and releases its leases (see `heartbeat.rs`), or else the lease runs
+//! out, and another claim sends it again, with the same `webhook-id`: delivery is at least
+//! once. Every claim gives the lease a new token and an attempt is recorded only under its
+//! own, so a node that was paused past its lease cannot record over the new owner's attempt.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,12 +16,15 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 
 use super::crypto::SecretBox;
+use super::heartbeat::Heartbeat;
 use super::http::{self, Outcome, Sender, Target};
 use super::metrics::Metrics;
 use super::schedule::RetrySchedule;
+use crate::clock::{Clock, micros};
 use crate::domain::EventPayload;
 use crate::store::{
-    AttemptRecord, AttemptResult, ClaimedDelivery, NextLease, Store, WebhookRecord, now_micros,
+    AttemptRecord, AttemptResult, ClaimedDelivery, NextLease, Recorded, Store, WebhookRecord,
+    now_micros,
 };
 
 /// Most deliveries one slot sends in a row for its webhook (each leased when the previous
@@ -43,6 +49,12 @@ pub struct WorkerConfig {
     pub schedule: RetrySchedule,
     /// Disable a webhook whose every attempt has failed for this long (`None`: never).
     pub auto_disable_after: Option<Duration>,
+    /// How often this node beats in `nodes`, and declares the silent ones dead.
+    pub heartbeat_interval: Duration,
+    /// How long a node's heartbeat may be silent before another declares it dead.
+    pub dead_after: Duration,
+    /// The time of due deliveries, leases, heartbeats, retries and auto-disable.
+    pub clock: Clock,
 }
 
 /// The worker, shareable between the loop and tests.
@@ -88,11 +100,26 @@ impl Worker {
         }
     }
 
+    /// This node's heartbeat (see `heartbeat.rs`), which `run` keeps beating.
+    pub fn heartbeat(&self) -> Heartbeat {
+        let config = &self.inner.config;
+        Heartbeat {
+            store: self.inner.store.clone(),
+            node: config.node.clone(),
+            clock: config.clock.clone(),
+            interval: config.heartbeat_interval,
+            dead_after: config.dead_after,
+        }
+    }
+
     /// Runs until `stop` turns true, then waits for attempts in flight (up to `grace`),
-    /// abandons those still sending (unrecorded: they will be sent again), and releases this
-    /// node's leases.
+    /// abandons those still sending (unrecorded: they will be sent again), releases this
+    /// node's leases and removes its heartbeat row. The heartbeat beats until then, so other
+    /// nodes leave the attempts finishing in the grace alone.
     pub async fn run(self, mut stop: watch::Receiver<bool>, grace: Duration) {
         let wake = self.inner.store.wake_signal();
+        let (beat_stop, beat_stop_rx) = watch::channel(false);
+        let beating = tokio::spawn(self.heartbeat().run(beat_stop_rx));
         tracing::info!(node = %self.inner.config.node, "delivery worker started");
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
         loop {
@@ -158,6 +185,11 @@ impl Worker {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "releasing leases failed"),
         }
+        beat_stop.send_replace(true);
+        let _ = beating.await;
+        if let Err(e) = self.inner.store.forget_node(&self.inner.config.node).await {
+            tracing::warn!(error = %e, "removing this node's heartbeat row failed");
+        }
         tracing::info!("delivery worker stopped");
     }
 
@@ -169,10 +201,11 @@ impl Worker {
         if self.inner.slots.available_permits() == 0 {
             return poll;
         }
+        let now = self.now();
         match self.inner.store.next_due_at().await {
             // Something falls due later: sleep until then.
-            Ok(Some(at)) if at > now_micros() => {
-                let delta = at - now_micros();
+            Ok(Some(at)) if at > now => {
+                let delta = at - now;
                 Duration::from_micros(u64::try_from(delta).unwrap_or(0)).min(poll)
             }
             // Due now but not claimable (its webhooks are at their in-flight limit): do not
@@ -208,14 +241,18 @@ impl Worker {
         Ok(n)
     }
 
+    /// Now, by the worker's clock.
+    fn now(&self) -> i64 {
+        self.inner.config.clock.now_micros()
+    }
+
     /// When a lease taken at `now` runs out.
     fn lease_end(&self, now: i64) -> i64 {
-        let lease = i64::try_from(self.inner.config.lease.as_micros()).unwrap_or(i64::MAX);
-        now.saturating_add(lease)
+        now.saturating_add(micros(self.inner.config.lease))
     }
 
     async fn claim(&self, limit: usize) -> anyhow::Result<Vec<ClaimedDelivery>> {
-        let now = now_micros();
+        let now = self.now();
         Ok(self
             .inner
             .store
@@ -268,7 +305,9 @@ impl Worker {
                         format!("cannot open the webhook's secrets ({e}); check BERTH_SECRET_KEY")
                     })
             });
+        // The receiver checks `webhook-timestamp` against its own clock: the system's.
         let timestamp = now_micros().div_euclid(1_000_000);
+        let started_at = self.now();
         let (req, outcome) = match prepared {
             Ok((payload, target)) => {
                 let req = http::build(&target, &d.id, &payload, attempt_no, timestamp);
@@ -290,8 +329,6 @@ impl Worker {
                 (None, Outcome::internal(message))
             }
         };
-        self.inner.metrics.observe(&outcome);
-
         let gone = outcome.status_code == Some(410);
         let (state, next_attempt_at) = if outcome.succeeded() {
             ("succeeded", None)
@@ -300,10 +337,7 @@ impl Worker {
         } else {
             let retries_done = usize::try_from(attempt_no - d.schedule_offset - 1).unwrap_or(0);
             match config.schedule.next_wait(retries_done, outcome.retry_after) {
-                Some(wait) => {
-                    let micros = i64::try_from(wait.as_micros()).unwrap_or(i64::MAX);
-                    ("pending", Some(now_micros().saturating_add(micros)))
-                }
+                Some(wait) => ("pending", Some(self.now().saturating_add(micros(wait)))),
                 None => ("failed", None),
             }
         };
@@ -324,7 +358,7 @@ impl Worker {
         let result = AttemptResult {
             attempt: AttemptRecord {
                 attempt: attempt_no,
-                started_at: outcome.started_at,
+                started_at,
                 duration_ms: outcome.duration_ms,
                 status_code: outcome.status_code.map(i64::from),
                 error_class: outcome.error_class.map(|c| c.as_str().to_owned()),
@@ -346,24 +380,30 @@ impl Worker {
                 response_headers_omitted: i64::try_from(outcome.response_headers_omitted)
                     .unwrap_or(i64::MAX),
             },
+            lease_token: d.lease_token,
+            now: self.now(),
             state,
             next_attempt_at,
             disable_webhook: gone.then(|| {
                 "the receiver answered 410 Gone: it asked not to receive this webhook anymore"
                     .to_owned()
             }),
-            auto_disable_before: config.auto_disable_after.map(|after| {
-                now_micros().saturating_sub(i64::try_from(after.as_micros()).unwrap_or(i64::MAX))
-            }),
+            auto_disable_before: config
+                .auto_disable_after
+                .map(|after| self.now().saturating_sub(micros(after))),
             webhook_was_failing: d.webhook.failing_since.is_some(),
         };
         // Record; if the database is away, keep trying while the lease keeps others off,
         // rather than send again. Past the lease, the delivery is sent again (same id).
         let give_up_at = leased_at + config.lease.saturating_sub(Duration::from_secs(2));
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        let next = (chain && !self.inner.stopping.load(Ordering::Relaxed)).then(|| NextLease {
-            node: config.node.clone(),
-            lease_until: self.lease_end(now_micros()),
+        let next = (chain && !self.inner.stopping.load(Ordering::Relaxed)).then(|| {
+            let now = self.now();
+            NextLease {
+                node: config.node.clone(),
+                now,
+                lease_until: self.lease_end(now),
+            }
         });
         loop {
             match self
@@ -372,7 +412,25 @@ impl Worker {
                 .record_attempt_then_lease(&d.id, &d.webhook.id, &result, next.clone())
                 .await
             {
-                Ok((_, next)) => return next,
+                Ok((Recorded::StaleLease, _)) => {
+                    // Another claim took the delivery since this lease: this node was paused
+                    // (or cut off) past it, or declared dead. The new owner's attempt stands;
+                    // this one is neither recorded nor counted.
+                    self.inner.metrics.stale_lease();
+                    tracing::warn!(
+                        delivery = %d.id,
+                        node = %config.node,
+                        lease_token = d.lease_token,
+                        attempt = attempt_no,
+                        "attempt refused: its lease was taken by another claim meanwhile \
+                         (this node was paused or declared dead); not recorded"
+                    );
+                    return None;
+                }
+                Ok((_, next)) => {
+                    self.inner.metrics.observe(&outcome);
+                    return next;
+                }
                 Err(e) => {
                     let wait = backoff.next();
                     if tokio::time::Instant::now() + wait > give_up_at || *self.inner.abort.borrow()
@@ -385,6 +443,7 @@ impl Worker {
                 }
             }
         }
+        self.inner.metrics.observe(&outcome);
         tracing::error!(delivery = %d.id, "could not record the attempt; the delivery will be retried when its lease ends");
         None
     }

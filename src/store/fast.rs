@@ -15,7 +15,8 @@ use super::group::Db;
 use super::models::{SCOPE_SQL, ScopeColumns};
 use super::versions::{Version, encode_tags, payload};
 use super::webhooks::{
-    AttemptResult, ClaimedDelivery, claimed_from_row, claimed_select, new_delivery_id, subscribed,
+    AttemptResult, ClaimedDelivery, Recorded, claimed_from_row, claimed_select, new_delivery_id,
+    subscribed,
 };
 use super::{ModelRef, NewVersion, now_micros};
 use crate::domain::{EventPayload, EventTrigger};
@@ -198,16 +199,19 @@ fn due_of(
     .db()
 }
 
-/// Leases delivery `id` to `node` and loads what sending it takes.
+/// Leases delivery `id` to `node` (a new fencing token) and loads what sending it takes.
 fn lease(
     conn: &Connection,
     id: &str,
     node: &str,
     lease_until: i64,
 ) -> Result<ClaimedDelivery, sqlx::Error> {
-    conn.prepare_cached("UPDATE deliveries SET locked_until = ?1, locked_by = ?2 WHERE id = ?3")
-        .and_then(|mut s| s.execute(params![lease_until, node, id]))
-        .db()?;
+    conn.prepare_cached(
+        "UPDATE deliveries SET locked_until = ?1, locked_by = ?2, \
+         lease_token = lease_token + 1 WHERE id = ?3",
+    )
+    .and_then(|mut s| s.execute(params![lease_until, node, id]))
+    .db()?;
     load(conn, id)
 }
 
@@ -221,8 +225,9 @@ fn load(conn: &Connection, id: &str) -> Result<ClaimedDelivery, sqlx::Error> {
 }
 
 /// Records a successful attempt and the delivery's new state, releasing the lease, and ends
-/// the webhook's run of failures if it had one. Answers false when the delivery is gone (its
-/// webhook was deleted meanwhile). As `Store::record_attempt`, for a success. With `next`,
+/// the webhook's run of failures if it had one, while the delivery still holds the attempt's
+/// lease token; otherwise writes nothing and answers why (the delivery is gone, or another
+/// claim took it). As `Store::record_attempt`, for a success. With `next`,
 /// also leases (to that node, until that time) and loads the webhook's oldest due delivery,
 /// if the webhook is still enabled and has one: the slot this attempt frees goes straight
 /// to the next one, with no claim in between.
@@ -232,13 +237,13 @@ pub(super) fn record_success(
     webhook_id: &str,
     result: &AttemptResult,
     next: Option<&NextLease>,
-) -> Result<(bool, Option<ClaimedDelivery>), sqlx::Error> {
+) -> Result<(Recorded, Option<ClaimedDelivery>), sqlx::Error> {
     let a = &result.attempt;
     let updated = conn
         .prepare_cached(
             "UPDATE deliveries SET attempt_count = attempt_count + 1, state = ?2, \
              next_attempt_at = ?3, locked_until = NULL, locked_by = NULL, \
-             last_status_code = ?4, updated_at = ?5 WHERE id = ?1",
+             last_status_code = ?4, updated_at = ?5 WHERE id = ?1 AND lease_token = ?6",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -246,12 +251,22 @@ pub(super) fn record_success(
                 result.state,
                 result.next_attempt_at,
                 a.status_code,
-                now_micros(),
+                result.now,
+                result.lease_token,
             ])
         })
         .db()?;
     if updated == 0 {
-        return Ok((false, None));
+        let exists = conn
+            .prepare_cached("SELECT 1 FROM deliveries WHERE id = ?1")
+            .and_then(|mut s| s.exists([delivery_id]))
+            .db()?;
+        let why = if exists {
+            Recorded::StaleLease
+        } else {
+            Recorded::Gone
+        };
+        return Ok((why, None));
     }
     conn.prepare_cached(
         "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, \
@@ -285,13 +300,14 @@ pub(super) fn record_success(
         .db()?;
     }
     let Some(next) = next else {
-        return Ok((true, None));
+        return Ok((Recorded::Recorded, None));
     };
     // The webhook's oldest due, unleased delivery, if the webhook is still enabled, leased in
     // one statement (the order of `due_of`).
     let leased: Option<String> = conn
         .prepare_cached(
-            "UPDATE deliveries SET locked_until = ?3, locked_by = ?4 WHERE rowid = ( \
+            "UPDATE deliveries SET locked_until = ?3, locked_by = ?4, \
+             lease_token = lease_token + 1 WHERE rowid = ( \
                SELECT d.rowid FROM deliveries d WHERE d.webhook_id = ?1 \
                AND d.state = 'pending' AND d.next_attempt_at <= ?2 \
                AND (d.locked_until IS NULL OR d.locked_until <= ?2) \
@@ -301,20 +317,22 @@ pub(super) fn record_success(
         )
         .and_then(|mut s| {
             s.query_row(
-                params![webhook_id, now_micros(), next.lease_until, next.node],
+                params![webhook_id, next.now, next.lease_until, next.node],
                 |r| r.get(0),
             )
             .optional()
         })
         .db()?;
     let claimed = leased.map(|id| load(conn, &id)).transpose()?;
-    Ok((true, claimed))
+    Ok((Recorded::Recorded, claimed))
 }
 
 /// Where to lease the next delivery of the same webhook after a success.
 #[derive(Debug, Clone)]
 pub struct NextLease {
     pub node: String,
+    /// Now, by the worker's clock: what is due.
+    pub now: i64,
     pub lease_until: i64,
 }
 

@@ -25,6 +25,7 @@ mod fast;
 mod group;
 pub mod models;
 mod names;
+mod nodes;
 mod postgres;
 mod sqlite;
 pub mod users;
@@ -50,13 +51,14 @@ pub use events::{EventCursor, EventRecord};
 pub use fast::NextLease;
 pub use models::{DeleteModel, Model, ModelPatch, ModelScopeRow, Models};
 pub use names::NameClash;
+pub use nodes::{DeadNode, NodeRecord};
 pub use users::{Caller, TokenInfo, User, Users};
 pub use versions::{
     Decision, NewVersion, StatusRequest, StatusRequestCursor, Version, VersionCursor,
 };
 pub use webhooks::{
     AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryRecord, EnableOutcome, QueueStats,
-    SaveWebhooks, WebhookRecord, WebhookWrite,
+    Recorded, SaveWebhooks, WebhookRecord, WebhookWrite,
 };
 pub use workspaces::{LastAdmin, Member, StatusDef, Workspace, WorkspaceAccess, Workspaces};
 

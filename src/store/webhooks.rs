@@ -40,6 +40,9 @@ pub struct WebhookRecord {
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
     pub id: String,
+    /// The fencing token of this lease: the delivery's `lease_token` as this claim left it.
+    /// The attempt is recorded only while the row still holds it (see [`Recorded`]).
+    pub lease_token: i64,
     pub attempt_count: i64,
     pub schedule_offset: i64,
     pub event_id: String,
@@ -87,6 +90,10 @@ pub struct AttemptRecord {
 #[derive(Debug, Clone)]
 pub struct AttemptResult {
     pub attempt: AttemptRecord,
+    /// The token of the lease the attempt was made under ([`ClaimedDelivery::lease_token`]).
+    pub lease_token: i64,
+    /// When the attempt is recorded (the worker's clock): the delivery's `updated_at`.
+    pub now: i64,
     /// `pending` (with `next_attempt_at`), `succeeded` or `failed`.
     pub state: &'static str,
     pub next_attempt_at: Option<i64>,
@@ -100,6 +107,18 @@ pub struct AttemptResult {
     /// (A failure recorded between the claim and this success leaves `failing_since` set
     /// until the next success: the run then looks older by at most one attempt's time.)
     pub webhook_was_failing: bool,
+}
+
+/// What recording an attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The attempt and the delivery's new state are written.
+    Recorded,
+    /// The delivery is gone (its webhook was deleted meanwhile): nothing written.
+    Gone,
+    /// Another claim took the delivery since this attempt's lease (its node was paused, or
+    /// declared dead, past the lease): nothing written, the new owner's attempt stands.
+    StaleLease,
 }
 
 /// One change of a batch given to [`Store::save_webhooks`].
@@ -234,6 +253,7 @@ fn webhook_from_row(row: &impl Columns, with_last: bool) -> Result<WebhookRecord
 pub(super) fn claimed_from_row(row: &impl Columns) -> Result<ClaimedDelivery, sqlx::Error> {
     Ok(ClaimedDelivery {
         id: row.text("delivery_id")?,
+        lease_token: row.int("lease_token")?,
         attempt_count: row.int("attempt_count")?,
         schedule_offset: row.int("schedule_offset")?,
         event_id: row.text("event_id")?,
@@ -245,8 +265,8 @@ pub(super) fn claimed_from_row(row: &impl Columns) -> Result<ClaimedDelivery, sq
 /// The start of the select that loads leased deliveries (up to `WHERE `).
 pub(super) fn claimed_select() -> String {
     format!(
-        "SELECT d.id AS delivery_id, d.attempt_count, d.schedule_offset, d.event_id, \
-         e.payload, {WEBHOOK_COLUMNS} FROM deliveries d \
+        "SELECT d.id AS delivery_id, d.lease_token, d.attempt_count, d.schedule_offset, \
+         d.event_id, e.payload, {WEBHOOK_COLUMNS} FROM deliveries d \
          JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.seq = d.event_seq WHERE "
     )
 }
@@ -337,6 +357,19 @@ async fn disable(
         tracing::warn!(webhook = %webhook_id, reason, "disabling the webhook");
     }
     Ok(disabled)
+}
+
+/// Why an attempt's update found no row under its lease token: the delivery is gone, or
+/// another claim changed the token since.
+async fn lease_lost(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Recorded, sqlx::Error> {
+    let row = sqlx::query("SELECT lease_token FROM deliveries WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match row {
+        Some(_) => Recorded::StaleLease,
+        None => Recorded::Gone,
+    })
 }
 
 /// True when a webhook's stored trigger list (a JSON array) holds `trigger`.
@@ -861,7 +894,8 @@ impl Store {
                  FOR UPDATE OF d SKIP LOCKED) d \
                WHERE w.enabled = 1 \
                ORDER BY d.next_attempt_at, d.id LIMIT $5) \
-             UPDATE deliveries SET locked_until = $1, locked_by = $2 FROM cand \
+             UPDATE deliveries SET locked_until = $1, locked_by = $2, \
+             lease_token = deliveries.lease_token + 1 FROM cand \
              WHERE deliveries.id = cand.id RETURNING deliveries.id",
         )
         .bind(lease_until)
@@ -899,12 +933,15 @@ impl Store {
 
     /// Records an attempt and the delivery's new state, releasing the lease; disables the
     /// webhook when told to. All in one transaction: an attempt is never half-recorded.
+    /// Fenced: only while the delivery still holds `result.lease_token`, so an attempt made
+    /// under a lease another claim has taken since is refused ([`Recorded::StaleLease`]),
+    /// not recorded and not counted.
     pub async fn record_attempt(
         &self,
         delivery_id: &str,
         webhook_id: &str,
         result: &AttemptResult,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<Recorded, sqlx::Error> {
         Ok(self
             .record_attempt_then_lease(delivery_id, webhook_id, result, None)
             .await?
@@ -920,7 +957,7 @@ impl Store {
         webhook_id: &str,
         result: &AttemptResult,
         next: Option<NextLease>,
-    ) -> Result<(bool, Option<ClaimedDelivery>), sqlx::Error> {
+    ) -> Result<(Recorded, Option<ClaimedDelivery>), sqlx::Error> {
         let (delivery_id, webhook_id, result) = (
             delivery_id.to_owned(),
             webhook_id.to_owned(),
@@ -947,14 +984,16 @@ impl Store {
         self.write_tx(move |conn| {
             Box::pin(async move {
                 let a = &result.attempt;
-                let now = now_micros();
+                let now = result.now;
+                // `$T` is the lease token's placeholder: after the attempt's on SQLite.
                 let update = "UPDATE deliveries SET attempt_count = attempt_count + 1, \
                      state = $2, next_attempt_at = $3, locked_until = NULL, locked_by = NULL, \
-                     last_status_code = $4, updated_at = $5 WHERE id = $1";
+                     last_status_code = $4, updated_at = $5 WHERE id = $1 AND lease_token = $T";
                 let found = if store.backend == Backend::Sqlite {
                     // Both statements in one call: one round trip to the connection's thread
                     // instead of two. `$N` names the same value in both; the insert runs only
                     // when the update found the delivery.
+                    let update = update.replace("$T", "$17");
                     let text = format!(
                         "{update}; INSERT INTO delivery_attempts (delivery_id, attempt, \
                          started_at, duration_ms, status_code, error_class, error, \
@@ -970,15 +1009,21 @@ impl Store {
                         .bind(result.next_attempt_at)
                         .bind(a.status_code)
                         .bind(now);
-                    let done = bind_attempt(q, a).execute(&mut *conn).await?;
+                    let done = bind_attempt(q, a)
+                        .bind(result.lease_token)
+                        .execute(&mut *conn)
+                        .await?;
                     done.rows_affected() > 0
                 } else {
-                    let done = sqlx::query(update)
+                    let update = update.replace("$T", "$6");
+                    // The text is fixed above; every value is bound.
+                    let done = sqlx::query(sqlx::AssertSqlSafe(update))
                         .bind(delivery_id.as_str())
                         .bind(result.state)
                         .bind(result.next_attempt_at)
                         .bind(a.status_code)
                         .bind(now)
+                        .bind(result.lease_token)
                         .execute(&mut *conn)
                         .await?;
                     if done.rows_affected() > 0 {
@@ -996,8 +1041,9 @@ impl Store {
                     done.rows_affected() > 0
                 };
                 if !found {
-                    // The webhook (and so the delivery) was deleted meanwhile.
-                    return Ok(false);
+                    // Either the webhook (and so the delivery) was deleted meanwhile, or
+                    // another claim took the delivery since this attempt's lease.
+                    return lease_lost(&mut *conn, &delivery_id).await;
                 }
                 if a.error_class.is_none() {
                     // A success ends a run of failures.
@@ -1010,7 +1056,7 @@ impl Store {
                         .execute(&mut *conn)
                         .await?;
                     }
-                    return Ok(true);
+                    return Ok(Recorded::Recorded);
                 }
                 // A failure: the first one after a success starts the run.
                 sqlx::query(
@@ -1063,7 +1109,7 @@ impl Store {
                         )
                         .await?;
                 }
-                Ok(true)
+                Ok(Recorded::Recorded)
             })
         })
         .await

@@ -110,6 +110,9 @@ pub struct TestApp {
     pub worker: berth::delivery::worker::Worker,
     /// The server's rate limiters (tests pause their clock).
     pub limits: std::sync::Arc<berth::api::limits::RateLimits>,
+    /// The delivery worker's clock (a test clock): `clock.advance(…)` moves due times,
+    /// leases, heartbeats, retries and auto-disable forward without waiting.
+    pub clock: berth::clock::Clock,
     // Declared last: dropped after the server is asked to stop.
     pg: Option<PgDatabase>,
 }
@@ -139,7 +142,9 @@ impl TestApp {
         // Tests make requests in bursts far above any sane rate limit; `limits.rs` sets its
         // own limits through `tune`.
         settings.rate_limit = berth::config::RateLimitSettings::disabled();
+        settings.delivery.clock = berth::clock::Clock::test();
         tune(&mut settings);
+        let clock = settings.delivery.clock.clone();
         let pg = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => {
@@ -170,6 +175,7 @@ impl TestApp {
             store,
             worker,
             limits,
+            clock,
             pg,
         }
     }

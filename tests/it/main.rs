@@ -17,6 +17,7 @@ mod fuzz;
 mod hardening_hooks;
 mod limits;
 mod names;
+mod nodes;
 mod openapi;
 mod ops;
 mod ops_disable;

@@ -192,30 +192,103 @@ async fn ops_failing_webhook_is_disabled_then_enable_sends_what_it_missed(backen
     app.stop().await;
 }
 
+/// Waits until `n` attempts of the webhook's deliveries are recorded (not just sent): the
+/// retry's due time is set when the failure is recorded, by the clock of that moment.
+async fn wait_recorded(app: &TestApp, hook: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, b) = app
+            .get(ADMIN_TOKEN, &format!("{HOOKS}/{hook}/deliveries?limit=500"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let recorded: u64 = b["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|d| d["attemptCount"].as_u64())
+                    .sum()
+            })
+            .unwrap_or(0);
+        if recorded >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{recorded} of {n} attempts recorded: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 conformance!(ops_a_success_resets_the_run_of_failures);
 
-/// Failures broken by successes never add up to a disable.
+/// Failures broken by successes never add up to a disable; unbroken, they do. On the test
+/// clock: each delivery fails, its retry falls due 30 minutes later, and succeeds; four
+/// such rounds span two hours of failures, twice `auto_disable_after`, without a disable.
+/// Then a run of failures longer than an hour disables the webhook. Nothing waits for
+/// the schedule or the auto-disable period in real time.
 async fn ops_a_success_resets_the_run_of_failures(backend: Backend) {
-    let app = app_with(backend, Duration::from_secs(1)).await;
+    let app = TestApp::spawn_with(backend, |s| {
+        s.delivery.auto_disable_after = Some(Duration::from_secs(3600));
+        s.delivery.schedule =
+            berth::delivery::schedule::RetrySchedule::parse("30m").expect("schedule");
+        s.delivery.per_webhook_in_flight = 1;
+    })
+    .await;
+    // A retry is due 30 minutes ± 20% after its failure.
+    let retry_wait = Duration::from_secs(37 * 60);
     let rx = TestReceiver::start().await;
-    // Every delivery fails once, then succeeds on its retry.
-    rx.script((0..100).flat_map(|_| [Reply::status(500), Reply::status(200)]));
+    // Every delivery fails once, then succeeds on its retry; then everything fails.
+    rx.script((0..4).flat_map(|_| [Reply::status(500), Reply::status(200)]));
+    rx.default_reply(Reply::status(500));
     app.workspace("acme").await;
     app.model("acme", "fraud").await;
     let hook = create_hook(&app, &rx, "flaky").await;
     let mut events = Vec::new();
-    let started = Instant::now();
-    let mut i = 0;
-    while started.elapsed() < Duration::from_secs(3) {
+    for i in 0..4 {
         create_version(&app, &format!("1.0.{i}"), &mut events).await;
-        i += 1;
-        let want = 2 * events.len();
-        rx.wait_for(want, Duration::from_secs(10)).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        wait_recorded(&app, &hook, 2 * i as u64 + 1).await;
+        app.clock.advance(retry_wait);
+        rx.wait_for(2 * i + 2, Duration::from_secs(10)).await;
     }
     let w = webhook(&app, &hook).await;
     assert_eq!(w["enabled"], true, "{w}");
     assert_eq!(w["disabledReason"], Value::Null, "{w}");
+    // Now every attempt fails: the first starts the run, the retry 37 minutes later ends
+    // the schedule, and the next delivery's first attempt, 74 minutes into the run,
+    // disables the webhook.
+    create_version(&app, "2.0.0", &mut events).await;
+    wait_recorded(&app, &hook, 9).await;
+    app.clock.advance(retry_wait);
+    wait_recorded(&app, &hook, 10).await;
+    assert_eq!(
+        webhook(&app, &hook).await["enabled"],
+        true,
+        "37 minutes of failures"
+    );
+    app.clock.advance(retry_wait);
+    create_version(&app, "2.0.1", &mut events).await;
+    rx.wait_for(11, Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let w = loop {
+        let w = webhook(&app, &hook).await;
+        if w["enabled"] == false {
+            break w;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not disabled after 74 minutes of failures: {w}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        w["disabledReason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("every delivery failed since 20"),
+        "{w}"
+    );
     app.stop().await;
 }
 

@@ -182,6 +182,38 @@ impl Server {
         assert!(status.success(), "kill -TERM failed");
     }
 
+    /// Sends SIGSTOP: the process freezes where it is (a stall, a long GC-like pause), its
+    /// sockets and leases still open, until [`Server::resume`].
+    pub fn pause(&self) {
+        self.signal(rustix::process::Signal::STOP);
+    }
+
+    /// Sends SIGCONT to a paused process.
+    pub fn resume(&self) {
+        self.signal(rustix::process::Signal::CONT);
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
+        rustix::process::kill_process(rustix::process::Pid::from_child(&self.child), signal)
+            .expect("signal the server");
+    }
+
+    /// Waits until a log line contains `needle` (panics after `timeout`); answers it.
+    pub async fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.log().into_iter().find(|l| l.contains(needle)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with `{needle}` within {timeout:?}:\n{}",
+                self.log().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Kills the process with SIGKILL (no shutdown of any kind) and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

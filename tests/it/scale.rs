@@ -397,7 +397,7 @@ conformance!(an_attempt_for_a_delivery_deleted_meanwhile_records_nothing);
 /// deleted meanwhile, the record answers `false` and writes no attempt row, on both
 /// databases (SQLite takes the update and the insert in one call).
 async fn an_attempt_for_a_delivery_deleted_meanwhile_records_nothing(backend: Backend) {
-    use berth::store::{AttemptRecord, AttemptResult};
+    use berth::store::{AttemptRecord, AttemptResult, Recorded};
     let app = TestApp::spawn(backend).await;
     let result = AttemptResult {
         attempt: AttemptRecord {
@@ -414,6 +414,8 @@ async fn an_attempt_for_a_delivery_deleted_meanwhile_records_nothing(backend: Ba
             node: "test".into(),
             response_headers_omitted: 0,
         },
+        lease_token: 1,
+        now: berth::store::now_micros(),
         state: "succeeded",
         next_attempt_at: None,
         disable_webhook: None,
@@ -426,7 +428,7 @@ async fn an_attempt_for_a_delivery_deleted_meanwhile_records_nothing(backend: Ba
         .await
         .expect("record");
     // An attempt row would break its foreign key to the missing delivery and fail the
-    // record with an error: `Ok(false)` means nothing was written.
-    assert!(!recorded);
+    // record with an error: `Gone` means nothing was written.
+    assert_eq!(recorded, Recorded::Gone);
     app.stop().await;
 }
