@@ -280,9 +280,9 @@ async fn a_lease_past_its_end_is_taken_over_and_its_holder_fenced(backend: Backe
 // Real processes
 // ---------------------------------------------------------------------------------------------
 
-/// Test defaults for a node: a short delivery timeout (so the lease is the delivery timeout
-/// + 30 s = 32 s, far beyond the takeover these tests wait for) and one attempt in flight
-/// per webhook.
+/// Test defaults for a node: a short delivery timeout (so the lease, the delivery timeout
+/// plus 30 s, is 32 s: far beyond the takeover these tests wait for) and one attempt in
+/// flight per webhook.
 fn node_env<'a>(name: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut env = vec![
         ("BERTH_NODE_NAME", name),
