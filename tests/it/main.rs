@@ -27,6 +27,7 @@ mod registry;
 mod scale;
 mod secrets;
 mod smoke;
+mod store_story;
 mod web_security;
 mod webhook_config;
 mod webhooks;
