@@ -65,7 +65,12 @@ pub use workspaces::{LastAdmin, Member, StatusDef, Workspace, WorkspaceAccess, W
 /// The storage interface: what the API, the worker and the web pages may ask of a database,
 /// one trait per area, each implemented once per backend (`sqlite/`, `postgres/`). A
 /// [`Store`] derefs to it.
-pub trait Storage: Users + Workspaces + Models + Send + Sync {}
+#[async_trait::async_trait]
+pub trait Storage: Users + Workspaces + Models + Send + Sync {
+    /// Applies this backend's embedded migrations (`migrations/<backend>/`) the database
+    /// lacks.
+    async fn apply_migrations(&self) -> anyhow::Result<()>;
+}
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +153,7 @@ impl Store {
         let readers = Arc::new(fast::Readers::new(file.clone()));
         Ok(Store {
             read,
-            db: Arc::new(sqlite::Sqlite::new(writer.clone(), readers)),
+            db: Arc::new(sqlite::Sqlite::new(writer.clone(), readers, file.clone())),
             group: Some(writer),
             write,
             backend: Backend::Sqlite,
@@ -185,12 +190,8 @@ impl Store {
     /// Applies the embedded migrations of this backend, then reports the names that
     /// collide ([`Store::check_names`]).
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        let migrator = match self.backend {
-            Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
-            Backend::Postgres => sqlx::migrate!("migrations/postgres"),
-        };
-        migrator
-            .run(&self.write)
+        self.db
+            .apply_migrations()
             .await
             .context("applying database migrations")?;
         self.check_names()

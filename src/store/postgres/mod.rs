@@ -24,7 +24,15 @@ impl Postgres {
     }
 }
 
-impl Storage for Postgres {}
+#[async_trait::async_trait]
+impl Storage for Postgres {
+    async fn apply_migrations(&self) -> anyhow::Result<()> {
+        sqlx::migrate!("migrations/postgres")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
 
 /// Writes `entry` inside `tx`, the transaction of the change it records.
 async fn insert_audit(tx: &mut sqlx::AnyConnection, entry: &AuditEntry) -> Result<()> {

@@ -7,12 +7,15 @@
 //! The areas of the store interface move here from the shared `sqlx` code one by one; those
 //! not yet here are still served by `Store`'s own methods (see `store/mod.rs`).
 
+mod migrate;
 mod models;
 mod users;
 mod workspaces;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use anyhow::Context;
 use rusqlite::Connection;
 
 use super::audit::{AuditEntry, INSERT_AUDIT};
@@ -24,11 +27,17 @@ use super::{Result, Storage, now_micros};
 pub struct Sqlite {
     writer: GroupWriter,
     readers: Arc<Readers>,
+    /// The database file, `berth.db` in the data directory.
+    file: PathBuf,
 }
 
 impl Sqlite {
-    pub(super) fn new(writer: GroupWriter, readers: Arc<Readers>) -> Sqlite {
-        Sqlite { writer, readers }
+    pub(super) fn new(writer: GroupWriter, readers: Arc<Readers>, file: PathBuf) -> Sqlite {
+        Sqlite {
+            writer,
+            readers,
+            file,
+        }
     }
 
     /// Runs `work` in the writer's next group transaction; answers once it is durable.
@@ -46,7 +55,15 @@ impl Sqlite {
     }
 }
 
-impl Storage for Sqlite {}
+#[async_trait::async_trait]
+impl Storage for Sqlite {
+    async fn apply_migrations(&self) -> anyhow::Result<()> {
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || migrate::migrate(&file))
+            .await
+            .context("the migration task")?
+    }
+}
 
 /// Writes `entry` inside the transaction of the change it records (the writer's).
 fn insert_audit(conn: &Connection, entry: &AuditEntry) -> Result<()> {
