@@ -6,11 +6,8 @@
 //! with its own tools (`pg_dump`), which do the same there.
 
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
-use sqlx::Connection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
 use crate::config::{Database, Settings};
 
@@ -48,58 +45,22 @@ pub async fn backup(settings: &Settings, dest: &Path) -> anyhow::Result<()> {
             parent.display()
         );
     }
-    let dest_text = dest
-        .to_str()
-        .with_context(|| format!("backup path {} is not valid UTF-8", dest.display()))?;
-
-    // Open the live database without creating it, and wait on the server's write lock
-    // rather than fail: VACUUM INTO only reads, but it needs the WAL index.
-    // `filename`, not a URL: a path with `?`, `#` or `%` in it stays the path it is.
-    let options = SqliteConnectOptions::new()
-        .filename(&source)
-        .create_if_missing(false)
-        .busy_timeout(Duration::from_secs(30));
-    let mut conn = SqliteConnection::connect_with(&options)
-        .await
-        .with_context(|| format!("cannot open {}", source.display()))?;
+    if dest.to_str().is_none() {
+        bail!("backup path {} is not valid UTF-8", dest.display());
+    }
     // The copy holds token and session hashes and the audit log, like the database: it is
     // created empty and private (0600) first, atomically (`create_new` refuses a file that
     // appeared since the check above), and VACUUM INTO fills that empty file.
     create_private_file(dest)
         .with_context(|| format!("cannot create the backup file {}", dest.display()))?;
-    let copied = sqlx::query("VACUUM INTO $1")
-        .bind(dest_text)
-        .execute(&mut conn)
-        .await;
-    let _ = conn.close().await;
+    let (from, to) = (source.clone(), dest.to_owned());
+    let copied = tokio::task::spawn_blocking(move || crate::store::copy_sqlite(&from, &to))
+        .await
+        .context("the backup task")?;
     if let Err(e) = copied {
         let _ = std::fs::remove_file(dest);
         return Err(e)
             .with_context(|| format!("copying {} to {}", source.display(), dest.display()));
-    }
-
-    // The copy is complete on disk before we say so.
-    std::fs::File::open(dest)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("syncing {}", dest.display()))?;
-
-    let copy_options = SqliteConnectOptions::new()
-        .filename(dest)
-        .create_if_missing(false)
-        .read_only(true);
-    let mut copy = SqliteConnection::connect_with(&copy_options)
-        .await
-        .with_context(|| format!("cannot open the copy {}", dest.display()))?;
-    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(&mut copy)
-        .await
-        .with_context(|| format!("checking {}", dest.display()))?;
-    let _ = copy.close().await;
-    if check != "ok" {
-        bail!(
-            "the copy {} failed PRAGMA integrity_check: {check}",
-            dest.display()
-        );
     }
     Ok(())
 }

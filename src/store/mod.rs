@@ -52,6 +52,7 @@ pub use fast::NextLease;
 pub use models::{DeleteModel, Model, ModelPatch, ModelScopeRow, Models};
 pub use names::NameClash;
 pub use nodes::{DeadNode, NodeRecord};
+pub use sqlite::copy_sqlite;
 pub use users::{Caller, TokenInfo, User, Users};
 pub use versions::{
     Decision, NewVersion, StatusRequest, StatusRequestCursor, Version, VersionCursor,

@@ -7,6 +7,7 @@
 //! The areas of the store interface move here from the shared `sqlx` code one by one; those
 //! not yet here are still served by `Store`'s own methods (see `store/mod.rs`).
 
+mod backup;
 mod migrate;
 mod models;
 mod users;
@@ -19,6 +20,8 @@ use anyhow::Context;
 use rusqlite::Connection;
 
 use super::audit::{AuditEntry, INSERT_AUDIT};
+pub use backup::copy_sqlite;
+
 use super::fast::Readers;
 use super::group::GroupWriter;
 use super::{Result, Storage, now_micros};
