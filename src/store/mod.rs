@@ -7,16 +7,8 @@
 //! the same numbers. The conformance suite (`tests/it`) runs every test against both.
 //!
 //! Every change that is a webhook trigger writes its event row in the same transaction as the
-//! change (see [`events::insert_event`]), and every change an admin may need to account for
-//! writes its audit row in that same transaction (see `audit.rs`).
-
-/// A `SELECT` that locks the rows it reads: `FOR UPDATE` on PostgreSQL; on SQLite the text as
-/// is, since its write transactions are already exclusive.
-macro_rules! locked {
-    ($sql:literal) => {
-        ($sql, concat!($sql, " FOR UPDATE"))
-    };
-}
+//! change (each backend's `insert_event`, in its `events.rs`), and every change an admin may
+//! need to account for writes its audit row in that same transaction (see `audit.rs`).
 
 mod audit;
 mod error;
@@ -47,14 +39,14 @@ pub use audit::{
     AuditAction, AuditEntry, AuditFilter, AuditRecord, AuditTarget, SYSTEM_ACTOR, url_host,
 };
 pub use error::{Error, Result};
-pub use events::{EventCursor, EventRecord};
+pub use events::{EventCursor, EventRecord, Events};
 pub use fast::NextLease;
 pub use models::{DeleteModel, Model, ModelPatch, ModelScopeRow, Models};
 pub use names::NameClash;
 pub use nodes::{DeadNode, NodeRecord};
 pub use users::{Caller, TokenInfo, User, Users};
 pub use versions::{
-    Decision, NewVersion, StatusRequest, StatusRequestCursor, Version, VersionCursor,
+    Decision, NewVersion, StatusRequest, StatusRequestCursor, Version, VersionCursor, Versions,
 };
 pub use webhooks::{
     AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryRecord, EnableOutcome, QueueStats,
@@ -65,7 +57,7 @@ pub use workspaces::{LastAdmin, Member, StatusDef, Workspace, WorkspaceAccess, W
 /// The storage interface: what the API, the worker and the web pages may ask of a database,
 /// one trait per area, each implemented once per backend (`sqlite/`, `postgres/`). A
 /// [`Store`] derefs to it.
-pub trait Storage: Users + Workspaces + Models + Send + Sync {}
+pub trait Storage: Users + Workspaces + Models + Versions + Events + Send + Sync {}
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,13 +138,14 @@ impl Store {
             .with_context(|| format!("cannot open SQLite database {}", file.display()))?;
         let writer = group::GroupWriter::start(write.clone(), &file)?;
         let readers = Arc::new(fast::Readers::new(file.clone()));
+        let wake = Arc::new(Notify::new());
         Ok(Store {
             read,
-            db: Arc::new(sqlite::Sqlite::new(writer.clone(), readers)),
+            db: Arc::new(sqlite::Sqlite::new(writer.clone(), readers, wake.clone())),
             group: Some(writer),
             write,
             backend: Backend::Sqlite,
-            wake: Arc::new(Notify::new()),
+            wake,
         })
     }
 
@@ -172,12 +165,13 @@ impl Store {
             .connect_with(options)
             .await
             .context("cannot connect to PostgreSQL")?;
+        let wake = Arc::new(Notify::new());
         Ok(Store {
-            db: Arc::new(postgres::Postgres::new(pool.clone())),
+            db: Arc::new(postgres::Postgres::new(pool.clone(), wake.clone())),
             read: pool.clone(),
             write: pool,
             backend: Backend::Postgres,
-            wake: Arc::new(Notify::new()),
+            wake,
             group: None,
         })
     }
@@ -261,7 +255,7 @@ impl Store {
         }
     }
 
-    /// Picks the SQLite or the PostgreSQL text of a query written with [`locked!`].
+    /// Picks the SQLite or the PostgreSQL text of a query.
     fn pick(&self, (sqlite, postgres): (&'static str, &'static str)) -> &'static str {
         match self.backend {
             Backend::Sqlite => sqlite,
@@ -376,6 +370,8 @@ mod tests {
             super::users::SHARED_SQL,
             super::workspaces::SHARED_SQL,
             super::models::SHARED_SQL,
+            super::versions::SHARED_SQL,
+            super::events::SHARED_SQL,
         ];
         for text in shared.into_iter().flatten() {
             let found = placeholders(text);

@@ -7,13 +7,16 @@
 //! The areas of the store interface move here from the shared `sqlx` code one by one; those
 //! not yet here are still served by `Store`'s own methods (see `store/mod.rs`).
 
+mod events;
 mod models;
 mod users;
+mod versions;
 mod workspaces;
 
 use std::sync::Arc;
 
 use rusqlite::Connection;
+use tokio::sync::Notify;
 
 use super::audit::{AuditEntry, INSERT_AUDIT};
 use super::fast::Readers;
@@ -24,11 +27,17 @@ use super::{Result, Storage, now_micros};
 pub struct Sqlite {
     writer: GroupWriter,
     readers: Arc<Readers>,
+    /// Wakes this process's delivery worker after a commit that wrote deliveries.
+    wake: Arc<Notify>,
 }
 
 impl Sqlite {
-    pub(super) fn new(writer: GroupWriter, readers: Arc<Readers>) -> Sqlite {
-        Sqlite { writer, readers }
+    pub(super) fn new(writer: GroupWriter, readers: Arc<Readers>, wake: Arc<Notify>) -> Sqlite {
+        Sqlite {
+            writer,
+            readers,
+            wake,
+        }
     }
 
     /// Runs `work` in the writer's next group transaction; answers once it is durable.
