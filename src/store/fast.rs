@@ -1,8 +1,9 @@
-//! SQLite's hot writes, run on the group writer's thread (see `group.rs`): creating a version
-//! with its event and deliveries, leasing due deliveries, and recording a successful attempt.
-//! Each runs statement after statement on the thread's `rusqlite` connection, with no round
-//! trip between them; PostgreSQL runs the `sqlx` versions beside them in `versions.rs` and
-//! `webhooks.rs`. The SQL is the same, with SQLite's `?N` placeholders.
+//! SQLite's hot writes of the delivery worker, run on the group writer's thread (see
+//! `group.rs`): leasing due deliveries and recording a successful attempt. Each runs
+//! statement after statement on the thread's `rusqlite` connection, with no round trip
+//! between them; PostgreSQL runs the `sqlx` versions beside them in `webhooks.rs`. The SQL
+//! is the same, with SQLite's `?N` placeholders. (Creating a version, with its event and
+//! deliveries, is in `sqlite/versions.rs` and `sqlite/events.rs`.)
 
 use std::path::PathBuf;
 use std::sync::{LazyLock, Mutex};
@@ -10,126 +11,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, named_params, params};
 
-use super::events::event_row;
 use super::group::Db;
 use super::models::{SCOPE_SQL, ScopeColumns};
-use super::versions::{Version, encode_tags, payload};
-use super::webhooks::{
-    AttemptResult, ClaimedDelivery, Recorded, claimed_from_row, claimed_select, new_delivery_id,
-    subscribed,
-};
-use super::{ModelRef, NewVersion, now_micros};
-use crate::domain::{EventPayload, EventTrigger};
-
-/// Inserts version `new` of `model` and its MODEL_VERSION_CREATED event (with deliveries);
-/// answers the version and how many deliveries were written. A duplicate number is a
-/// unique violation.
-pub(super) fn create_version(
-    conn: &Connection,
-    model: &ModelRef,
-    new: &NewVersion,
-) -> Result<(Version, usize), sqlx::Error> {
-    let now = now_micros();
-    let tags: Vec<String> = new.tags.iter().map(|t| t.as_str().to_owned()).collect();
-    let sort_key = new.version.sort_key();
-    let tags_json = encode_tags(&tags)?;
-    conn.prepare_cached(
-        "INSERT INTO model_versions (model_id, version, sort_key, tags, status, \
-         source_experiment_key, description, created_by, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            model.model_id,
-            new.version.as_str(),
-            sort_key,
-            tags_json,
-            new.status.as_deref(),
-            new.source_experiment_key.as_deref(),
-            new.description.as_str(),
-            new.created_by.as_str(),
-            now,
-        ])
-    })
-    .db()?;
-    // Every column is what was just bound, but the id.
-    let version = Version {
-        id: conn.last_insert_rowid(),
-        version: new.version.as_str().to_owned(),
-        sort_key,
-        tags,
-        status: new.status.clone(),
-        source_experiment_key: new.source_experiment_key.clone(),
-        description: new.description.clone(),
-        created_by: new.created_by.clone(),
-        created_at: now,
-        updated_at: now,
-    };
-    let event = payload(
-        model,
-        EventTrigger::ModelVersionCreated,
-        &version,
-        vec![],
-        None,
-    );
-    let deliveries = insert_event(conn, model, &event)?;
-    Ok((version, deliveries))
-}
-
-/// Writes an event and its deliveries (one per enabled webhook of the model subscribed to
-/// its trigger); answers how many deliveries it wrote. As `Store::insert_event`.
-fn insert_event(
-    conn: &Connection,
-    model: &ModelRef,
-    payload: &EventPayload,
-) -> Result<usize, sqlx::Error> {
-    let (id, body) = event_row(payload)?;
-    let now = now_micros();
-    let trigger = payload.event_trigger.as_str();
-    let seq: i64 = conn
-        .prepare_cached(
-            "INSERT INTO events (id, workspace_id, model_id, event_trigger, payload, \
-             occurred_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING seq",
-        )
-        .and_then(|mut s| {
-            s.query_row(
-                params![id, model.workspace_id, model.model_id, trigger, body, now],
-                |r| r.get(0),
-            )
-        })
-        .db()?;
-    let webhooks: Vec<(String, String)> = conn
-        .prepare_cached("SELECT id, triggers FROM webhooks WHERE model_id = ?1 AND enabled = 1")
-        .and_then(|mut s| {
-            s.query_map([model.model_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect()
-        })
-        .db()?;
-    let mut insert = conn
-        .prepare_cached(
-            "INSERT INTO deliveries (id, webhook_id, event_seq, event_id, event_trigger, \
-             state, next_attempt_at, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?6)",
-        )
-        .db()?;
-    let mut n = 0;
-    for (webhook_id, triggers) in &webhooks {
-        if subscribed(triggers, trigger)? {
-            insert
-                .execute(params![
-                    new_delivery_id(),
-                    webhook_id,
-                    seq,
-                    id,
-                    trigger,
-                    now
-                ])
-                .db()?;
-            n += 1;
-        }
-    }
-    Ok(n)
-}
+use super::webhooks::{AttemptResult, ClaimedDelivery, Recorded, claimed_from_row, claimed_select};
 
 /// Leases up to `limit` due deliveries to `node` until `lease_until`, at most `per_webhook`
 /// in flight per webhook; answers them loaded. Per webhook, never across all of them: a dead

@@ -7,16 +7,8 @@
 //! the same numbers. The conformance suite (`tests/it`) runs every test against both.
 //!
 //! Every change that is a webhook trigger writes its event row in the same transaction as the
-//! change (see [`events::insert_event`]), and every change an admin may need to account for
-//! writes its audit row in that same transaction (see `audit.rs`).
-
-/// A `SELECT` that locks the rows it reads: `FOR UPDATE` on PostgreSQL; on SQLite the text as
-/// is, since its write transactions are already exclusive.
-macro_rules! locked {
-    ($sql:literal) => {
-        ($sql, concat!($sql, " FOR UPDATE"))
-    };
-}
+//! change (each backend's `insert_event`, in its `events.rs`), and every change an admin may
+//! need to account for writes its audit row in that same transaction (see `audit.rs`).
 
 mod audit;
 mod error;
@@ -47,7 +39,7 @@ pub use audit::{
     AuditAction, AuditEntry, AuditFilter, AuditRecord, AuditTarget, SYSTEM_ACTOR, url_host,
 };
 pub use error::{Error, Result};
-pub use events::{EventCursor, EventRecord};
+pub use events::{EventCursor, EventRecord, Events};
 pub use fast::NextLease;
 pub use models::{DeleteModel, Model, ModelPatch, ModelScopeRow, Models};
 pub use names::NameClash;
@@ -55,7 +47,7 @@ pub use nodes::{DeadNode, NodeRecord};
 pub use sqlite::copy_sqlite;
 pub use users::{Caller, TokenInfo, User, Users};
 pub use versions::{
-    Decision, NewVersion, StatusRequest, StatusRequestCursor, Version, VersionCursor,
+    Decision, NewVersion, StatusRequest, StatusRequestCursor, Version, VersionCursor, Versions,
 };
 pub use webhooks::{
     AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryRecord, EnableOutcome, QueueStats,
@@ -67,7 +59,7 @@ pub use workspaces::{LastAdmin, Member, StatusDef, Workspace, WorkspaceAccess, W
 /// one trait per area, each implemented once per backend (`sqlite/`, `postgres/`). A
 /// [`Store`] derefs to it.
 #[async_trait::async_trait]
-pub trait Storage: Users + Workspaces + Models + Send + Sync {
+pub trait Storage: Users + Workspaces + Models + Versions + Events + Send + Sync {
     /// Applies this backend's embedded migrations (`migrations/<backend>/`) the database
     /// lacks.
     async fn apply_migrations(&self) -> anyhow::Result<()>;
@@ -152,13 +144,19 @@ impl Store {
             .with_context(|| format!("cannot open SQLite database {}", file.display()))?;
         let writer = group::GroupWriter::start(write.clone(), &file)?;
         let readers = Arc::new(fast::Readers::new(file.clone()));
+        let wake = Arc::new(Notify::new());
         Ok(Store {
             read,
-            db: Arc::new(sqlite::Sqlite::new(writer.clone(), readers, file.clone())),
+            db: Arc::new(sqlite::Sqlite::new(
+                writer.clone(),
+                readers,
+                file.clone(),
+                wake.clone(),
+            )),
             group: Some(writer),
             write,
             backend: Backend::Sqlite,
-            wake: Arc::new(Notify::new()),
+            wake,
         })
     }
 
@@ -178,12 +176,13 @@ impl Store {
             .connect_with(options)
             .await
             .context("cannot connect to PostgreSQL")?;
+        let wake = Arc::new(Notify::new());
         Ok(Store {
-            db: Arc::new(postgres::Postgres::new(pool.clone())),
+            db: Arc::new(postgres::Postgres::new(pool.clone(), wake.clone())),
             read: pool.clone(),
             write: pool,
             backend: Backend::Postgres,
-            wake: Arc::new(Notify::new()),
+            wake,
             group: None,
         })
     }
@@ -263,7 +262,7 @@ impl Store {
         }
     }
 
-    /// Picks the SQLite or the PostgreSQL text of a query written with [`locked!`].
+    /// Picks the SQLite or the PostgreSQL text of a query.
     fn pick(&self, (sqlite, postgres): (&'static str, &'static str)) -> &'static str {
         match self.backend {
             Backend::Sqlite => sqlite,
@@ -378,6 +377,8 @@ mod tests {
             super::users::SHARED_SQL,
             super::workspaces::SHARED_SQL,
             super::models::SHARED_SQL,
+            super::versions::SHARED_SQL,
+            super::events::SHARED_SQL,
         ];
         for text in shared.into_iter().flatten() {
             let found = placeholders(text);

@@ -4,11 +4,16 @@
 //! The areas of the store interface move here from the shared `sqlx` code one by one; those
 //! not yet here are still served by `Store`'s own methods (see `store/mod.rs`).
 
+mod events;
 mod models;
 mod users;
+mod versions;
 mod workspaces;
 
+use std::sync::Arc;
+
 use sqlx::AnyPool;
+use tokio::sync::Notify;
 
 use super::audit::{AuditEntry, INSERT_AUDIT};
 use super::{Result, Storage, now_micros};
@@ -16,11 +21,14 @@ use super::{Result, Storage, now_micros};
 /// The PostgreSQL implementation of [`Storage`].
 pub struct Postgres {
     pool: AnyPool,
+    /// Wakes this process's delivery worker after a commit that wrote deliveries (other
+    /// nodes hear of it through `pg_notify`, see `events::fan_out`).
+    wake: Arc<Notify>,
 }
 
 impl Postgres {
-    pub(super) fn new(pool: AnyPool) -> Postgres {
-        Postgres { pool }
+    pub(super) fn new(pool: AnyPool, wake: Arc<Notify>) -> Postgres {
+        Postgres { pool, wake }
     }
 }
 

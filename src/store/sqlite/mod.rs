@@ -8,9 +8,11 @@
 //! not yet here are still served by `Store`'s own methods (see `store/mod.rs`).
 
 mod backup;
+mod events;
 mod migrate;
 mod models;
 mod users;
+mod versions;
 mod workspaces;
 
 use std::path::PathBuf;
@@ -18,6 +20,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use rusqlite::Connection;
+use tokio::sync::Notify;
 
 use super::audit::{AuditEntry, INSERT_AUDIT};
 pub use backup::copy_sqlite;
@@ -32,14 +35,22 @@ pub struct Sqlite {
     readers: Arc<Readers>,
     /// The database file, `berth.db` in the data directory.
     file: PathBuf,
+    /// Wakes this process's delivery worker after a commit that wrote deliveries.
+    wake: Arc<Notify>,
 }
 
 impl Sqlite {
-    pub(super) fn new(writer: GroupWriter, readers: Arc<Readers>, file: PathBuf) -> Sqlite {
+    pub(super) fn new(
+        writer: GroupWriter,
+        readers: Arc<Readers>,
+        file: PathBuf,
+        wake: Arc<Notify>,
+    ) -> Sqlite {
         Sqlite {
             writer,
             readers,
             file,
+            wake,
         }
     }
 
