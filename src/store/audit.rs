@@ -6,11 +6,29 @@
 //! non-secret parts of what changed: webhook secrets, signing keys, custom header values and
 //! tokens never reach this module, only the names of the fields and headers that changed.
 
+use async_trait::async_trait;
 use serde_json::{Value, json};
 use sqlx::Row;
 
 use super::webhooks::WebhookRecord;
 use super::{ModelRef, Result, Store, now_micros};
+
+/// The audit log, on either database. (The rows of a change are written inside that
+/// change's own transaction, by each backend's `insert_audit`.)
+#[async_trait]
+pub trait Audit {
+    /// Writes `entry` on its own: for actions that change nothing else (Test Webhook).
+    async fn record_audit(&self, entry: &AuditEntry) -> Result<()>;
+
+    /// A workspace's entries, newest first, below `before` (an id), at most `limit`.
+    async fn list_audit(
+        &self,
+        workspace_id: i64,
+        filter: AuditFilter<'_>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>>;
+}
 
 /// The actor of what Berth does on its own (the delivery worker disabling a webhook).
 pub const SYSTEM_ACTOR: &str = "system";
@@ -295,23 +313,18 @@ pub fn webhook_changes(old: &WebhookRecord, new: &WebhookRecord) -> Option<Value
 pub(super) const INSERT_AUDIT: &str = "INSERT INTO audit_log (workspace_id, at, actor, action, model, version, \
      webhook_id, webhook_name, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
-fn decode(row: &sqlx::any::AnyRow) -> Result<AuditRecord> {
-    let details: String = row.try_get("details")?;
-    Ok(AuditRecord {
-        id: row.try_get("id")?,
-        at: row.try_get("at")?,
-        actor: row.try_get("actor")?,
-        action: row.try_get("action")?,
-        target: AuditTarget {
-            model: row.try_get("model")?,
-            version: row.try_get("version")?,
-            webhook_id: row.try_get("webhook_id")?,
-            webhook_name: row.try_get("webhook_name")?,
-        },
-        details: serde_json::from_str(&details).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-    })
-}
+/// A workspace's entries, newest first: `$1` the workspace, `$2` the id to list below,
+/// `$3` the action and `$4` the model to filter on (each `NULL` for none), `$5` the limit.
+pub(super) const LIST_AUDIT: &str = "SELECT id, at, actor, action, model, version, webhook_id, \
+     webhook_name, details FROM audit_log WHERE workspace_id = $1 AND ($2 IS NULL OR id < $2) \
+     AND ($3 IS NULL OR action = $3) AND ($4 IS NULL OR model = $4) \
+     ORDER BY id DESC LIMIT $5";
 
+#[cfg(test)]
+pub(super) const SHARED_SQL: &[&str] = &[INSERT_AUDIT, LIST_AUDIT];
+
+/// The audit writes of the code not moved to the storage interface yet (versions, webhooks),
+/// inside their `sqlx` transactions.
 impl Store {
     /// Writes `entry` inside `tx`, the transaction of the change it records.
     pub(super) async fn insert_audit(
@@ -334,39 +347,6 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         Ok(())
-    }
-
-    /// Writes `entry` on its own: for actions that change nothing else (Test Webhook).
-    pub async fn record_audit(&self, entry: &AuditEntry) -> Result<()> {
-        let entry = entry.clone();
-        let store = self.clone();
-        Ok(self
-            .write_tx(move |conn| Box::pin(async move { store.insert_audit(conn, &entry).await }))
-            .await?)
-    }
-
-    /// A workspace's entries, newest first, below `before` (an id), at most `limit`.
-    pub async fn list_audit(
-        &self,
-        workspace_id: i64,
-        filter: AuditFilter<'_>,
-        before: Option<i64>,
-        limit: i64,
-    ) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, at, actor, action, model, version, webhook_id, webhook_name, details \
-             FROM audit_log WHERE workspace_id = $1 AND ($2 IS NULL OR id < $2) \
-             AND ($3 IS NULL OR action = $3) AND ($4 IS NULL OR model = $4) \
-             ORDER BY id DESC LIMIT $5",
-        )
-        .bind(workspace_id)
-        .bind(before)
-        .bind(filter.action.map(AuditAction::as_str))
-        .bind(filter.model)
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter().map(decode).collect()
     }
 
     /// A webhook's workspace and audit target (with its model's name), read inside `tx`.

@@ -19,6 +19,7 @@ pub mod models;
 mod names;
 mod nodes;
 mod postgres;
+mod settings;
 mod sqlite;
 pub mod users;
 mod versions;
@@ -36,14 +37,15 @@ use sqlx::{AnyPool, Executor};
 use tokio::sync::Notify;
 
 pub use audit::{
-    AuditAction, AuditEntry, AuditFilter, AuditRecord, AuditTarget, SYSTEM_ACTOR, url_host,
+    Audit, AuditAction, AuditEntry, AuditFilter, AuditRecord, AuditTarget, SYSTEM_ACTOR, url_host,
 };
 pub use error::{Error, Result};
 pub use events::{EventCursor, EventRecord, Events};
 pub use fast::NextLease;
 pub use models::{DeleteModel, Model, ModelPatch, ModelScopeRow, Models};
-pub use names::NameClash;
+pub use names::{NameClash, Names};
 pub use nodes::{DeadNode, NodeRecord};
+pub use settings::Settings;
 pub use sqlite::copy_sqlite;
 pub use users::{Caller, TokenInfo, User, Users};
 pub use versions::{
@@ -59,7 +61,9 @@ pub use workspaces::{LastAdmin, Member, StatusDef, Workspace, WorkspaceAccess, W
 /// one trait per area, each implemented once per backend (`sqlite/`, `postgres/`). A
 /// [`Store`] derefs to it.
 #[async_trait::async_trait]
-pub trait Storage: Users + Workspaces + Models + Versions + Events + Send + Sync {
+pub trait Storage:
+    Users + Workspaces + Models + Versions + Events + Audit + Names + Settings + Send + Sync
+{
     /// Applies this backend's embedded migrations (`migrations/<backend>/`) the database
     /// lacks.
     async fn apply_migrations(&self) -> anyhow::Result<()>;
@@ -188,7 +192,7 @@ impl Store {
     }
 
     /// Applies the embedded migrations of this backend, then reports the names that
-    /// collide ([`Store::check_names`]).
+    /// collide ([`Names::check_names`]).
     pub async fn migrate(&self) -> anyhow::Result<()> {
         self.db
             .apply_migrations()
@@ -213,15 +217,6 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
-    }
-
-    /// True when the database answers a trivial query within 5 seconds.
-    pub async fn ping(&self) -> bool {
-        let query = sqlx::query("SELECT 1").execute(&self.read);
-        matches!(
-            tokio::time::timeout(Duration::from_secs(5), query).await,
-            Ok(Ok(_))
-        )
     }
 
     pub async fn close(&self) {
@@ -322,34 +317,6 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
         .is_some_and(|e| e.is_unique_violation())
 }
 
-impl Store {
-    /// A server-wide setting.
-    pub async fn setting(&self, name: &str) -> Result<Option<String>> {
-        use sqlx::Row;
-        let row = sqlx::query("SELECT value FROM server_settings WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.read)
-            .await?;
-        Ok(row.map(|r| r.try_get("value")).transpose()?)
-    }
-
-    /// Stores a server-wide setting unless it is already set; answers the value in force.
-    pub async fn init_setting(&self, name: &str, value: &str) -> Result<String> {
-        sqlx::query(
-            "INSERT INTO server_settings (name, value) VALUES ($1, $2) \
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name)
-        .bind(value)
-        .execute(&self.write)
-        .await?;
-        Ok(self
-            .setting(name)
-            .await?
-            .unwrap_or_else(|| value.to_owned()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     /// The `$N` placeholders of `text`, in the order they first appear.
@@ -379,6 +346,9 @@ mod tests {
             super::models::SHARED_SQL,
             super::versions::SHARED_SQL,
             super::events::SHARED_SQL,
+            super::audit::SHARED_SQL,
+            super::names::SHARED_SQL,
+            super::settings::SHARED_SQL,
         ];
         for text in shared.into_iter().flatten() {
             let found = placeholders(text);

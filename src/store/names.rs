@@ -3,16 +3,16 @@
 //! `Prоduction`, `1.0.0` and `1.0.0+build`) are kept as they are and reported, never merged;
 //! the unique indexes of 0008 keep every new row from joining them.
 //!
-//! [`Store::migrate`] runs [`Store::check_names`] after the migrations, so `berth migrate` and
+//! [`super::Store::migrate`] runs [`Names::check_names`] after the migrations, so `berth migrate` and
 //! every `berth serve` log what still collides. It also computes what SQL cannot: the name
 //! keys (NFC and case folding) of webhooks written before 0008, and, once, the sort keys of
 //! versions whose pre-release numbers are too big for 64 bits.
 
 use std::collections::BTreeMap;
 
-use sqlx::Row;
+use async_trait::async_trait;
 
-use super::{Result, Store, is_unique_violation};
+use super::{Result, Settings, StatusDef};
 use crate::domain::{VersionNumber, look_alike_key, name_key};
 
 /// Names that would be taken for one another, all kept from before migration 0008.
@@ -42,16 +42,20 @@ impl std::fmt::Display for NameClash {
 const VERSIONS_CHECKED: &str = "names_0008_versions_checked";
 
 /// Rows read per page by the one-time pass over versions.
-const PAGE: i64 = 1000;
+pub(super) const PAGE: i64 = 1000;
 
-impl Store {
+/// The names check, on either database. Each backend implements the steps;
+/// [`Names::check_names`], which runs them, is written once, here.
+#[async_trait]
+pub trait Names: Settings {
     /// Fills what migration 0008 could not, then logs a warning for every clash. Answers the
     /// clashes (those of tags only from the one-time pass, when it ran).
-    pub async fn check_names(&self) -> Result<Vec<NameClash>> {
+    async fn check_names(&self) -> Result<Vec<NameClash>> {
         self.fill_webhook_name_keys().await?;
         let mut clashes = Vec::new();
         if self.setting(VERSIONS_CHECKED).await?.is_none() {
-            clashes.extend(self.fix_versions().await?);
+            self.fix_sort_keys().await?;
+            clashes.extend(self.check_version_tags().await?);
             self.init_setting(VERSIONS_CHECKED, "1").await?;
         }
         clashes.splice(0..0, self.name_clashes().await?);
@@ -66,210 +70,167 @@ impl Store {
         Ok(clashes)
     }
 
-    /// Every clash of users, workspaces, models, versions, webhooks and statuses (tags are
-    /// checked once, by [`Store::check_version_tags`]).
-    pub async fn name_clashes(&self) -> Result<Vec<NameClash>> {
-        let mut out = Vec::new();
-        let folded = |s: &str| s.to_ascii_lowercase();
-        out.extend(
-            self.clash_groups(
-                "username",
-                "SELECT '' AS scope, u.username AS name, u.id AS n FROM users c \
-                 JOIN users u ON LOWER(u.username) = LOWER(c.username) \
-                 WHERE c.name_clash = 1",
-                folded,
-            )
-            .await?,
-        );
-        out.extend(
-            self.clash_groups(
-                "workspace",
-                "SELECT '' AS scope, w.name AS name, w.id AS n FROM workspaces c \
-                 JOIN workspaces w ON LOWER(w.name) = LOWER(c.name) WHERE c.name_clash = 1",
-                folded,
-            )
-            .await?,
-        );
-        out.extend(
-            self.clash_groups(
-                "model",
-                "SELECT w.name AS scope, m.name AS name, m.id AS n FROM models c \
-                 JOIN models m ON m.workspace_id = c.workspace_id \
-                 AND LOWER(m.name) = LOWER(c.name) \
-                 JOIN workspaces w ON w.id = m.workspace_id WHERE c.name_clash = 1",
-                folded,
-            )
-            .await?,
-        );
-        out.extend(
-            self.clash_groups(
-                "version",
-                "SELECT w.name || '/' || m.name AS scope, v.version AS name, v.id AS n \
-                 FROM model_versions c \
-                 JOIN model_versions v ON v.model_id = c.model_id AND v.sort_key = c.sort_key \
-                 JOIN models m ON m.id = v.model_id JOIN workspaces w ON w.id = m.workspace_id \
-                 WHERE c.precedence_clash = 1",
-                |v| {
-                    VersionNumber::parse("version", v)
-                        .map(|v| v.sort_key())
-                        .unwrap_or_else(|_| v.to_owned())
-                },
-            )
-            .await?,
-        );
-        out.extend(
-            self.clash_groups(
-                "webhook",
-                "SELECT w.name || '/' || m.name AS scope, h.name AS name, h.created_at AS n \
-                 FROM webhooks h JOIN models m ON m.id = h.model_id \
-                 JOIN workspaces w ON w.id = m.workspace_id \
-                 WHERE h.model_id IN (SELECT model_id FROM webhooks WHERE name_key IS NULL)",
-                name_key,
-            )
-            .await?,
-        );
-        let rows = sqlx::query("SELECT name, statuses FROM workspaces ORDER BY id")
-            .fetch_all(&self.read)
-            .await?;
-        for row in rows {
-            let ws: String = row.try_get("name")?;
-            let text: String = row.try_get("statuses")?;
-            let statuses: Vec<super::StatusDef> =
-                serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-            let names = statuses.iter().map(|s| s.name.clone());
-            out.extend(groups("status", &ws, names, look_alike_key));
-        }
-        Ok(out)
-    }
+    /// Every clash of users, workspaces, models, versions, webhooks (the queries of
+    /// [`CLASH_QUERIES`]) and statuses. Tags are checked once, by
+    /// [`Names::check_version_tags`].
+    async fn name_clashes(&self) -> Result<Vec<NameClash>>;
 
-    /// The clashes of `sql` (rows of `scope`, `name`, and `n` to order by), grouped by scope
-    /// and `key`: only groups of two or more.
-    async fn clash_groups(
-        &self,
-        kind: &'static str,
-        sql: &'static str,
-        key: impl Fn(&str) -> String,
-    ) -> Result<Vec<NameClash>> {
-        let rows = sqlx::query(sql).fetch_all(&self.read).await?;
-        let mut named: Vec<(String, i64, String)> = Vec::with_capacity(rows.len());
-        for row in rows {
-            named.push((
-                row.try_get("scope")?,
-                row.try_get("n")?,
-                row.try_get("name")?,
-            ));
-        }
-        named.sort();
-        named.dedup();
-        let mut by_scope: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (scope, _, name) in named {
-            by_scope.entry(scope).or_default().push(name);
-        }
-        Ok(by_scope
-            .into_iter()
-            .flat_map(|(scope, names)| groups(kind, &scope, names, &key))
-            .collect())
-    }
+    /// The tags that look alike within a version (`prod`, `PROD` and `pr\u{200B}od`): a scan
+    /// of every version, [`PAGE`] rows at a time.
+    async fn check_version_tags(&self) -> Result<Vec<NameClash>>;
 
     /// Gives every webhook without a name key (written before migration 0008) its key,
-    /// oldest first, unless a webhook of the same model already has it: that one keeps NULL,
-    /// and is reported.
-    async fn fill_webhook_name_keys(&self) -> Result<()> {
-        let rows = sqlx::query(
-            "SELECT id, model_id, name FROM webhooks WHERE name_key IS NULL \
-             ORDER BY created_at, id",
-        )
-        .fetch_all(&self.read)
-        .await?;
-        for row in rows {
-            let id: String = row.try_get("id")?;
-            let model_id: i64 = row.try_get("model_id")?;
-            let name: String = row.try_get("name")?;
-            let done = sqlx::query(
-                "UPDATE webhooks SET name_key = $2 WHERE id = $1 AND name_key IS NULL \
-                 AND NOT EXISTS (SELECT 1 FROM webhooks o WHERE o.model_id = $3 \
-                 AND o.name_key = $2)",
-            )
-            .bind(id.as_str())
-            .bind(name_key(&name))
-            .bind(model_id)
-            .execute(&self.write)
-            .await;
-            match done {
-                Ok(_) => {}
-                // Another node filled the same key meanwhile: this one is a clash.
-                Err(e) if is_unique_violation(&e) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
-    }
+    /// oldest first, unless a webhook of the same model already has it: that one keeps
+    /// NULL, and is reported.
+    async fn fill_webhook_name_keys(&self) -> Result<()>;
 
-    /// The one-time pass over versions: recomputes sort keys that changed when pre-release
-    /// numbers too big for 64 bits began to sort as numbers, and answers the tags that clash
-    /// within a version.
-    async fn fix_versions(&self) -> Result<Vec<NameClash>> {
-        let mut after = 0i64;
-        loop {
-            let rows = sqlx::query(
-                "SELECT id, version, sort_key FROM model_versions WHERE id > $1 \
-                 ORDER BY id LIMIT $2",
-            )
-            .bind(after)
-            .bind(PAGE)
-            .fetch_all(&self.read)
-            .await?;
-            let Some(last) = rows.last() else { break };
-            after = last.try_get("id")?;
-            for row in &rows {
-                let version: String = row.try_get("version")?;
-                let stored: String = row.try_get("sort_key")?;
-                let Ok(parsed) = VersionNumber::parse("version", &version) else {
-                    continue;
-                };
-                let key = parsed.sort_key();
-                if key != stored {
-                    sqlx::query("UPDATE model_versions SET sort_key = $2 WHERE id = $1")
-                        .bind(row.try_get::<i64, _>("id")?)
-                        .bind(key)
-                        .execute(&self.write)
-                        .await?;
-                }
-            }
-        }
-        self.check_version_tags().await
-    }
+    /// Part of the one-time pass over versions: recomputes, [`PAGE`] rows at a time, the sort
+    /// keys that changed when pre-release numbers too big for 64 bits began to sort as
+    /// numbers.
+    async fn fix_sort_keys(&self) -> Result<()>;
+}
 
-    /// The tags that look alike within a version (`prod`, `PROD` and `pr\u{200B}od`):
-    /// a scan of every version.
-    pub async fn check_version_tags(&self) -> Result<Vec<NameClash>> {
-        let mut out = Vec::new();
-        let mut after = 0i64;
-        loop {
-            let rows = sqlx::query(
-                "SELECT v.id, w.name || '/' || m.name || '@' || v.version AS scope, v.tags \
-                 FROM model_versions v JOIN models m ON m.id = v.model_id \
-                 JOIN workspaces w ON w.id = m.workspace_id WHERE v.id > $1 \
-                 ORDER BY v.id LIMIT $2",
-            )
-            .bind(after)
-            .bind(PAGE)
-            .fetch_all(&self.read)
-            .await?;
-            let Some(last) = rows.last() else { break };
-            after = last.try_get("id")?;
-            for row in &rows {
-                let tags: String = row.try_get("tags")?;
-                let tags: Vec<String> =
-                    serde_json::from_str(&tags).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-                if tags.len() > 1 {
-                    let scope: String = row.try_get("scope")?;
-                    out.extend(groups("tag", &scope, tags, look_alike_key));
-                }
-            }
-        }
-        Ok(out)
+/// One kind of name, and the query that finds its clashes: rows of `scope`, `name`, and `n`
+/// to order by (every row of a group that holds a row kept from before 0008).
+pub(super) struct ClashQuery {
+    pub kind: &'static str,
+    pub sql: &'static str,
+    /// What two names that clash have in common.
+    pub key: fn(&str) -> String,
+}
+
+fn folded(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+fn precedence(version: &str) -> String {
+    VersionNumber::parse("version", version)
+        .map(|v| v.sort_key())
+        .unwrap_or_else(|_| version.to_owned())
+}
+
+// The query text both dialects take (see `sql_text_numbers_its_parameters_in_order`).
+
+pub(super) const CLASH_QUERIES: &[ClashQuery] = &[
+    ClashQuery {
+        kind: "username",
+        sql: "SELECT '' AS scope, u.username AS name, u.id AS n FROM users c \
+              JOIN users u ON LOWER(u.username) = LOWER(c.username) \
+              WHERE c.name_clash = 1",
+        key: folded,
+    },
+    ClashQuery {
+        kind: "workspace",
+        sql: "SELECT '' AS scope, w.name AS name, w.id AS n FROM workspaces c \
+              JOIN workspaces w ON LOWER(w.name) = LOWER(c.name) WHERE c.name_clash = 1",
+        key: folded,
+    },
+    ClashQuery {
+        kind: "model",
+        sql: "SELECT w.name AS scope, m.name AS name, m.id AS n FROM models c \
+              JOIN models m ON m.workspace_id = c.workspace_id \
+              AND LOWER(m.name) = LOWER(c.name) \
+              JOIN workspaces w ON w.id = m.workspace_id WHERE c.name_clash = 1",
+        key: folded,
+    },
+    ClashQuery {
+        kind: "version",
+        sql: "SELECT w.name || '/' || m.name AS scope, v.version AS name, v.id AS n \
+              FROM model_versions c \
+              JOIN model_versions v ON v.model_id = c.model_id AND v.sort_key = c.sort_key \
+              JOIN models m ON m.id = v.model_id JOIN workspaces w ON w.id = m.workspace_id \
+              WHERE c.precedence_clash = 1",
+        key: precedence,
+    },
+    ClashQuery {
+        kind: "webhook",
+        sql: "SELECT w.name || '/' || m.name AS scope, h.name AS name, h.created_at AS n \
+              FROM webhooks h JOIN models m ON m.id = h.model_id \
+              JOIN workspaces w ON w.id = m.workspace_id \
+              WHERE h.model_id IN (SELECT model_id FROM webhooks WHERE name_key IS NULL)",
+        key: name_key,
+    },
+];
+
+/// Every workspace's name and statuses (JSON).
+pub(super) const WORKSPACE_STATUSES: &str = "SELECT name, statuses FROM workspaces ORDER BY id";
+
+/// The webhooks without a name key, oldest first.
+pub(super) const WEBHOOKS_WITHOUT_KEY: &str = "SELECT id, model_id, name FROM webhooks \
+     WHERE name_key IS NULL ORDER BY created_at, id";
+
+/// Gives webhook `$2` (of model `$3`) the name key `$1`, unless another webhook of its model
+/// has it.
+pub(super) const FILL_NAME_KEY: &str = "UPDATE webhooks SET name_key = $1 \
+     WHERE id = $2 AND name_key IS NULL \
+     AND NOT EXISTS (SELECT 1 FROM webhooks o WHERE o.model_id = $3 AND o.name_key = $1)";
+
+/// A page of versions after id `$1`, at most `$2`, with their sort keys.
+pub(super) const VERSION_SORT_KEYS: &str = "SELECT id, version, sort_key FROM model_versions \
+     WHERE id > $1 ORDER BY id LIMIT $2";
+
+pub(super) const SET_SORT_KEY: &str = "UPDATE model_versions SET sort_key = $1 WHERE id = $2";
+
+/// A page of versions after id `$1`, at most `$2`, with their scope and tags (JSON).
+pub(super) const VERSION_TAGS: &str = "SELECT v.id, \
+     w.name || '/' || m.name || '@' || v.version AS scope, v.tags \
+     FROM model_versions v JOIN models m ON m.id = v.model_id \
+     JOIN workspaces w ON w.id = m.workspace_id WHERE v.id > $1 \
+     ORDER BY v.id LIMIT $2";
+
+#[cfg(test)]
+pub(super) const SHARED_SQL: &[&str] = &[
+    CLASH_QUERIES[0].sql,
+    CLASH_QUERIES[1].sql,
+    CLASH_QUERIES[2].sql,
+    CLASH_QUERIES[3].sql,
+    CLASH_QUERIES[4].sql,
+    WORKSPACE_STATUSES,
+    WEBHOOKS_WITHOUT_KEY,
+    FILL_NAME_KEY,
+    VERSION_SORT_KEYS,
+    SET_SORT_KEY,
+    VERSION_TAGS,
+];
+
+/// The clashes among the rows of a [`ClashQuery`] (`(scope, n, name)`), grouped by scope
+/// and the query's key: only groups of two or more.
+pub(super) fn clash_groups(
+    query: &ClashQuery,
+    mut named: Vec<(String, i64, String)>,
+) -> Vec<NameClash> {
+    named.sort();
+    named.dedup();
+    let mut by_scope: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (scope, _, name) in named {
+        by_scope.entry(scope).or_default().push(name);
     }
+    by_scope
+        .into_iter()
+        .flat_map(|(scope, names)| groups(query.kind, &scope, names, query.key))
+        .collect()
+}
+
+/// The statuses of workspace `ws` (stored as JSON) that look alike.
+pub(super) fn status_clashes(ws: &str, statuses: &str) -> Result<Vec<NameClash>> {
+    let statuses: Vec<StatusDef> = serde_json::from_str(statuses)?;
+    let names = statuses.into_iter().map(|s| s.name);
+    Ok(groups("status", ws, names, look_alike_key))
+}
+
+/// The tags of one version (stored as JSON; `scope` names the version) that look alike.
+pub(super) fn tag_clashes(scope: &str, tags: &str) -> Result<Vec<NameClash>> {
+    let tags: Vec<String> = serde_json::from_str(tags)?;
+    if tags.len() < 2 {
+        return Ok(Vec::new());
+    }
+    Ok(groups("tag", scope, tags, look_alike_key))
+}
+
+/// The sort key `version` should have, when it is not `stored` (and `version` parses).
+pub(super) fn changed_sort_key(version: &str, stored: &str) -> Option<String> {
+    let key = VersionNumber::parse("version", version).ok()?.sort_key();
+    (key != stored).then_some(key)
 }
 
 /// The groups of two or more `names` (in order) with equal `key`s, as clashes in `scope`.

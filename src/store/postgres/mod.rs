@@ -4,8 +4,11 @@
 //! The areas of the store interface move here from the shared `sqlx` code one by one; those
 //! not yet here are still served by `Store`'s own methods (see `store/mod.rs`).
 
+mod audit;
 mod events;
 mod models;
+mod names;
+mod settings;
 mod users;
 mod versions;
 mod workspaces;

@@ -7,10 +7,13 @@
 //! The areas of the store interface move here from the shared `sqlx` code one by one; those
 //! not yet here are still served by `Store`'s own methods (see `store/mod.rs`).
 
+mod audit;
 mod backup;
 mod events;
 mod migrate;
 mod models;
+mod names;
+mod settings;
 mod users;
 mod versions;
 mod workspaces;
