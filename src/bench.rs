@@ -212,11 +212,11 @@ pub struct Ratios {
 }
 
 /// How many INSERTs one version create commits on PostgreSQL, for scenario 1's models, which
-/// have no webhooks. Counted in the code: `Store::create_version` (store/versions.rs) inserts
-/// the `model_versions` row, then `insert_event` (events.rs) takes the feed's advisory lock
-/// (a `SELECT`, no row) and inserts the `events` row, then `fan_out` (webhooks.rs) reads the
-/// model's webhooks and inserts one multi-row `deliveries` INSERT per 100 of them (none here,
-/// and then no `pg_notify`); creating a version writes no audit row. Recount when that path
+/// have no webhooks. Counted in the code: `create_version` (store/postgres/versions.rs)
+/// inserts the `model_versions` row, then `insert_event` (store/postgres/events.rs) inserts
+/// the `events` row, then `fan_out` (the same file) reads the model's webhooks and inserts
+/// one multi-row `deliveries` INSERT per 100 of them (none here, and then no `pg_notify`);
+/// creating a version writes no audit row. Recount when that path
 /// changes.
 pub const CREATE_INSERTS_ON_POSTGRES: usize = 2;
 
