@@ -94,8 +94,8 @@ fn comet_of(w: WebhookRecord) -> CometWebhook {
     }
     CometWebhook {
         name: w.name,
-        url: w.url,
-        triggers: w.triggers,
+        url: w.url.as_str().to_owned(),
+        triggers: w.triggers.iter().map(|t| t.as_str().to_owned()).collect(),
         header,
         github_actions: w.github_actions,
     }

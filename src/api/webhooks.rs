@@ -25,7 +25,8 @@ use crate::delivery::http::{self, Outcome};
 use crate::delivery::signing::new_signing_secret;
 use crate::delivery::worker::{secret_context, signing_context, target_of};
 use crate::domain::{
-    EventPayload, WebhookUrl, parse_headers, parse_secret, parse_triggers, parse_webhook_name,
+    DeliveryState, EventPayload, EventTrigger, WebhookUrl, parse_headers, parse_secret,
+    parse_triggers, parse_webhook_name,
 };
 use crate::error::{ApiError, FieldErrors};
 use crate::store::{
@@ -145,16 +146,17 @@ impl From<WebhookRecord> for WebhookOut {
         WebhookOut {
             id: w.id,
             name: w.name,
-            url: w.url,
+            url: w.url.as_str().to_owned(),
             has_secret: w.secret_enc.is_some(),
-            triggers: w.triggers,
+            triggers: w.triggers.iter().map(|t| t.as_str().to_owned()).collect(),
             headers: w.headers.into_iter().collect(),
             github_actions: w.github_actions,
             enabled: w.enabled,
             disabled_reason: w.disabled_reason,
-            last_delivery: w
-                .last_delivery
-                .map(|(state, status_code)| LastDelivery { state, status_code }),
+            last_delivery: w.last_delivery.map(|(state, status_code)| LastDelivery {
+                state: state.as_str().to_owned(),
+                status_code,
+            }),
             created_at: rfc3339(w.created_at),
             updated_at: rfc3339(w.updated_at),
         }
@@ -315,7 +317,7 @@ pub(crate) struct Parsed {
     pub url: WebhookUrl,
     /// None: not given (keep); Some(None): remove; Some(Some): set.
     pub secret: Option<Option<String>>,
-    pub triggers: Vec<String>,
+    pub triggers: Vec<EventTrigger>,
     pub headers: Vec<(String, String)>,
     pub github_actions: bool,
     pub enabled: Option<bool>,
@@ -392,13 +394,7 @@ pub(crate) fn check_config(
             .check(parse_secret(&field("secret"), s))
             .map(|s| Some(Some(s))),
     };
-    let triggers = errors
-        .check(parse_triggers(&field("triggers"), triggers))
-        .map(|t| {
-            t.into_iter()
-                .map(|t| t.as_str().to_owned())
-                .collect::<Vec<_>>()
-        });
+    let triggers = errors.check(parse_triggers(&field("triggers"), triggers));
     let headers = match headers {
         Some(h) => errors.check(parse_headers(&field("headers"), h)),
         None => Some(Vec::new()),
@@ -460,7 +456,7 @@ pub(crate) fn new_record(state: &AppState, mref: &ModelRef, p: Parsed) -> Webhoo
         workspace_id: mref.workspace_id,
         model_id: mref.model_id,
         name: p.name,
-        url: p.url.as_str().to_owned(),
+        url: p.url,
         triggers: p.triggers,
         headers: p.headers,
         github_actions: p.github_actions,
@@ -482,7 +478,7 @@ pub(crate) fn updated_record(
     p: Parsed,
 ) -> WebhookRecord {
     record.name = p.name;
-    record.url = p.url.as_str().to_owned();
+    record.url = p.url;
     match p.secret {
         None => {}
         Some(None) => record.secret_enc = None,
@@ -558,7 +554,7 @@ pub(crate) fn check_secret_follows(
         format!(
             "the URL moves this webhook from {} to {}: a stored secret is never sent to \
              another origin, so {how}",
-            crate::domain::origin_of(&stored.url),
+            stored.url.origin(),
             url.origin()
         ),
     ))
@@ -848,7 +844,7 @@ async fn test_saved(
         &caller.username,
         &mref,
         (Some(&record), true),
-        &record.url,
+        record.url.as_str(),
         &result,
     )
     .await?;
@@ -936,11 +932,11 @@ fn delivery_out(d: &crate::store::DeliveryRecord) -> DeliveryOut {
     DeliveryOut {
         id: d.id.clone(),
         event_id: d.event_id.clone(),
-        event_trigger: d.event_trigger.clone(),
-        state: d.state.clone(),
+        event_trigger: d.event_trigger.as_str().to_owned(),
+        state: d.state.as_str().to_owned(),
         attempt_count: d.attempt_count,
         last_status_code: d.last_status_code,
-        next_attempt_at: if d.state == "pending" {
+        next_attempt_at: if d.state == DeliveryState::Pending {
             d.next_attempt_at.map(rfc3339)
         } else {
             None
@@ -967,17 +963,14 @@ async fn list_deliveries(
     let record = webhook_of(&state, &mref, &id).await?;
     let limit = parse_limit(q.limit.as_deref())?;
     let before: Option<String> = q.cursor.as_deref().map(decode_cursor).transpose()?;
-    if let Some(s) = &q.state
-        && !matches!(s.as_str(), "pending" | "succeeded" | "failed")
-    {
-        return Err(ApiError::invalid(
-            "state",
-            "state must be pending, succeeded or failed",
-        ));
-    }
+    let only = q
+        .state
+        .as_deref()
+        .map(|s| DeliveryState::parse("state", s))
+        .transpose()?;
     let rows = state
         .store
-        .list_deliveries(&record.id, q.state.as_deref(), before.as_deref(), limit + 1)
+        .list_deliveries(&record.id, only, before.as_deref(), limit + 1)
         .await?;
     let (rows, next_cursor) = paginate(rows, limit, |d| d.id.clone());
     Ok(Json(DeliveryList {

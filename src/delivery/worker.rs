@@ -21,7 +21,7 @@ use super::http::{self, Outcome, Sender, Target};
 use super::metrics::Metrics;
 use super::schedule::RetrySchedule;
 use crate::clock::{Clock, micros};
-use crate::domain::EventPayload;
+use crate::domain::{DeliveryState, EventPayload};
 use crate::store::{
     AttemptRecord, AttemptResult, ClaimedDelivery, NextLease, Recorded, Store, WebhookRecord,
     now_micros,
@@ -331,14 +331,17 @@ impl Worker {
         };
         let gone = outcome.status_code == Some(410);
         let (state, next_attempt_at) = if outcome.succeeded() {
-            ("succeeded", None)
+            (DeliveryState::Succeeded, None)
         } else if gone {
-            ("failed", None)
+            (DeliveryState::Failed, None)
         } else {
             let retries_done = usize::try_from(attempt_no - d.schedule_offset - 1).unwrap_or(0);
             match config.schedule.next_wait(retries_done, outcome.retry_after) {
-                Some(wait) => ("pending", Some(self.now().saturating_add(micros(wait)))),
-                None => ("failed", None),
+                Some(wait) => (
+                    DeliveryState::Pending,
+                    Some(self.now().saturating_add(micros(wait))),
+                ),
+                None => (DeliveryState::Failed, None),
             }
         };
         if let Some(class) = outcome.error_class {
@@ -349,7 +352,7 @@ impl Worker {
                 class = class.as_str(),
                 status = outcome.status_code,
                 error = outcome.error.as_deref().unwrap_or(""),
-                next = state,
+                next = state.as_str(),
                 "webhook attempt failed"
             );
         } else {
@@ -365,7 +368,7 @@ impl Worker {
                 error: outcome.error.clone(),
                 request_url: req
                     .as_ref()
-                    .map_or_else(|| d.webhook.url.clone(), |r| r.url.to_string()),
+                    .map_or_else(|| d.webhook.url.to_string(), |r| r.url.to_string()),
                 request_headers: serde_json::to_string(
                     &req.as_ref()
                         .map(|r| http::masked(&r.headers))
@@ -494,7 +497,7 @@ pub fn target_of(secrets: &SecretBox, w: &WebhookRecord) -> anyhow::Result<Targe
         signing_secrets.push(secrets.open(&signing_context(&w.id), old)?);
     }
     Ok(Target {
-        url: url::Url::parse(&w.url)?,
+        url: w.url.url().clone(),
         secret,
         headers: w.headers.clone(),
         github_actions: w.github_actions,

@@ -15,7 +15,7 @@ pub use names::{
 };
 pub use version::VersionNumber;
 pub use webhook::{
-    MAX_HEADERS, MAX_URL_LEN, WebhookUrl, header_name_pattern, origin_of, parse_headers,
+    DeliveryState, MAX_HEADERS, MAX_URL_LEN, WebhookUrl, header_name_pattern, parse_headers,
     parse_secret, parse_triggers, parse_webhook_name,
 };
 

@@ -2,6 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
 use super::{EventTrigger, Invalid};
 
 /// The longest URL accepted.
@@ -44,6 +47,12 @@ impl WebhookUrl {
         Ok(WebhookUrl(url))
     }
 
+    /// A URL read back from the store: checked by [`WebhookUrl::parse`] when it was saved, so
+    /// only parsed again here (rules added since do not make a saved webhook unreadable).
+    pub fn stored(value: &str) -> Result<Self, url::ParseError> {
+        url::Url::parse(value).map(WebhookUrl)
+    }
+
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
@@ -58,9 +67,9 @@ impl WebhookUrl {
         self.0.origin().ascii_serialization()
     }
 
-    /// Whether `other` (a stored URL) has the same origin; a URL that does not parse has none.
-    pub fn same_origin(&self, other: &str) -> bool {
-        url::Url::parse(other).is_ok_and(|o| o.origin() == self.0.origin())
+    /// Whether `other` has the same origin.
+    pub fn same_origin(&self, other: &WebhookUrl) -> bool {
+        other.0.origin() == self.0.origin()
     }
 
     /// Checks the path of a GitHub `repository_dispatch` endpoint: `/repos/OWNER/REPO/dispatches`
@@ -87,9 +96,55 @@ impl WebhookUrl {
     }
 }
 
-/// The origin of a stored URL, for messages (`null` when it does not parse).
-pub fn origin_of(url: &str) -> String {
-    url::Url::parse(url).map_or_else(|_| "null".into(), |u| u.origin().ascii_serialization())
+impl std::fmt::Display for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a delivery stands: waiting for its next attempt (`pending`), or finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl DeliveryState {
+    pub const ALL: [DeliveryState; 3] = [
+        DeliveryState::Pending,
+        DeliveryState::Succeeded,
+        DeliveryState::Failed,
+    ];
+
+    /// The name stored in `deliveries.state` and shown by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Succeeded => "succeeded",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    /// Parses a state name, as a filter or as stored.
+    pub fn parse(field: &str, value: &str) -> Result<Self, Invalid> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == value)
+            .ok_or_else(|| {
+                Invalid::new(
+                    field,
+                    format!("unknown state `{value}`; states are pending, succeeded, failed"),
+                )
+            })
+    }
+}
+
+impl std::fmt::Display for DeliveryState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Headers the delivery engine sets itself; a webhook may not override them (nor any
@@ -267,12 +322,13 @@ mod tests {
     fn origins_compare_scheme_host_and_port() {
         let u = WebhookUrl::parse("url", "https://Example.com/a?b=1").unwrap();
         assert_eq!(u.origin(), "https://example.com");
-        assert!(u.same_origin("https://example.com:443/other/path"));
-        assert!(!u.same_origin("http://example.com/a?b=1"));
-        assert!(!u.same_origin("https://example.com:8443/a?b=1"));
-        assert!(!u.same_origin("https://evil.example.com/a?b=1"));
-        assert!(!u.same_origin("not a url"));
-        assert_eq!(origin_of("http://127.0.0.1:9/x"), "http://127.0.0.1:9");
+        let other = |s: &str| WebhookUrl::parse("url", s).unwrap();
+        assert!(u.same_origin(&other("https://example.com:443/other/path")));
+        assert!(!u.same_origin(&other("http://example.com/a?b=1")));
+        assert!(!u.same_origin(&other("https://example.com:8443/a?b=1")));
+        assert!(!u.same_origin(&other("https://evil.example.com/a?b=1")));
+        assert_eq!(other("http://127.0.0.1:9/x").origin(), "http://127.0.0.1:9");
+        assert!(WebhookUrl::stored("not a url").is_err());
     }
 
     #[test]

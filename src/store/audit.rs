@@ -228,7 +228,7 @@ fn header_names(headers: &[(String, String)]) -> Vec<&str> {
 pub fn webhook_summary(w: &WebhookRecord) -> Value {
     json!({
         "name": w.name,
-        "urlHost": url_host(&w.url),
+        "urlHost": url_host(w.url.as_str()),
         "triggers": w.triggers,
         "headerNames": header_names(&w.headers),
         "hasSecret": w.secret_enc.is_some(),
@@ -251,7 +251,7 @@ pub fn webhook_changes(old: &WebhookRecord, new: &WebhookRecord) -> Option<Value
         changed.push("url");
         details.insert(
             "urlHost".into(),
-            json!({"from": url_host(&old.url), "to": url_host(&new.url)}),
+            json!({"from": url_host(old.url.as_str()), "to": url_host(new.url.as_str())}),
         );
     }
     if old.triggers != new.triggers {
@@ -376,15 +376,19 @@ impl Store {
 mod tests {
     use super::*;
 
+    fn url(text: &str) -> crate::domain::WebhookUrl {
+        crate::domain::WebhookUrl::parse("url", text).expect("a valid URL")
+    }
+
     fn hook() -> WebhookRecord {
         WebhookRecord {
             id: "h1".into(),
             workspace_id: 1,
             model_id: 1,
             name: "ci".into(),
-            url: "https://hooks.example.com/services/T000/B000/XXXXSECRETPATH?token=abc".into(),
+            url: url("https://hooks.example.com/services/T000/B000/XXXXSECRETPATH?token=abc"),
             secret_enc: Some("sealed-1".into()),
-            triggers: vec!["MODEL_VERSION_CREATED".into()],
+            triggers: vec![crate::domain::EventTrigger::ModelVersionCreated],
             headers: vec![("X-Team".into(), "value-one".into())],
             github_actions: false,
             enabled: true,
@@ -416,7 +420,7 @@ mod tests {
             ("X-New".into(), "value-three".into()),
         ];
         new.secret_enc = Some("sealed-2".into());
-        new.url = "https://other.example.com:8443/p?token=def".into();
+        new.url = url("https://other.example.com:8443/p?token=def");
         let changes = webhook_changes(&old, &new).expect("changes");
         let text = format!(
             "{changes} {} {}",

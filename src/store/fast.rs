@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, named_params, params};
 
+use super::deliveries::{
+    AttemptResult, ClaimedDelivery, Recorded, claimed_from_row, claimed_select,
+};
 use super::group::Db;
 use super::models::{SCOPE_SQL, ScopeColumns};
-use super::webhooks::{AttemptResult, ClaimedDelivery, Recorded, claimed_from_row, claimed_select};
 
 /// Leases up to `limit` due deliveries to `node` until `lease_until`, at most `per_webhook`
 /// in flight per webhook; answers them loaded. Per webhook, never across all of them: a dead
@@ -132,7 +134,7 @@ pub(super) fn record_success(
         .and_then(|mut s| {
             s.execute(params![
                 delivery_id,
-                result.state,
+                result.state.as_str(),
                 result.next_attempt_at,
                 a.status_code,
                 result.now,

@@ -11,6 +11,7 @@
 //! need to account for writes its audit row in that same transaction (see `audit.rs`).
 
 mod audit;
+mod deliveries;
 mod error;
 mod events;
 mod fast;
@@ -39,6 +40,9 @@ use tokio::sync::Notify;
 pub use audit::{
     Audit, AuditAction, AuditEntry, AuditFilter, AuditRecord, AuditTarget, SYSTEM_ACTOR, url_host,
 };
+pub use deliveries::{
+    AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryRecord, QueueStats, Recorded,
+};
 pub use error::{Error, Result};
 pub use events::{EventCursor, EventRecord, Events};
 pub use fast::NextLease;
@@ -51,10 +55,7 @@ pub use users::{Caller, TokenInfo, User, Users};
 pub use versions::{
     Decision, NewVersion, StatusRequest, StatusRequestCursor, Version, VersionCursor, Versions,
 };
-pub use webhooks::{
-    AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryRecord, EnableOutcome, QueueStats,
-    Recorded, SaveWebhooks, WebhookRecord, WebhookWrite,
-};
+pub use webhooks::{EnableOutcome, SaveWebhooks, WebhookRecord, WebhookWrite};
 pub use workspaces::{LastAdmin, Member, StatusDef, Workspace, WorkspaceAccess, Workspaces};
 
 /// The storage interface: what the API, the worker and the web pages may ask of a database,

@@ -379,10 +379,10 @@ async fn deliveries_page(
         .ok_or_else(|| ApiError::not_found("webhook"))?;
     let filter = q
         .state
-        .filter(|s| matches!(s.as_str(), "pending" | "succeeded" | "failed"));
+        .and_then(|s| crate::domain::DeliveryState::parse("state", &s).ok());
     let deliveries = state
         .store
-        .list_deliveries(&hook.id, filter.as_deref(), None, 200)
+        .list_deliveries(&hook.id, filter, None, 200)
         .await?;
     let now = now_micros();
     let outcomes = state
@@ -398,7 +398,7 @@ async fn deliveries_page(
         &hook,
         &deliveries,
         &pages::hourly(&outcomes, now),
-        filter.as_deref(),
+        filter.map(crate::domain::DeliveryState::as_str),
     )
     .into_response())
 }

@@ -315,7 +315,7 @@ fn webhook_json(w: &WebhookRecord) -> serde_json::Value {
     serde_json::json!({
         "id": w.id,
         "name": w.name,
-        "url": w.url,
+        "url": w.url.as_str(),
         "hasSecret": w.secret_enc.is_some(),
         "triggers": w.triggers,
         "headers": w.headers.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
@@ -566,7 +566,7 @@ pub fn deliveries(
                                 td { span class={"pill state-" (d.state)} { (d.state) } }
                                 td { (d.attempt_count) }
                                 td { @if let Some(c) = d.last_status_code { (c) } @else { span.muted { "—" } } }
-                                td { @if d.state == "pending" { @if let Some(t) = d.next_attempt_at { (when(t)) } } }
+                                td { @if d.state == crate::domain::DeliveryState::Pending { @if let Some(t) = d.next_attempt_at { (when(t)) } } }
                             }
                         }
                     }

@@ -63,7 +63,7 @@ fn success(d: &ClaimedDelivery, node: &str, now: i64) -> AttemptResult {
         },
         lease_token: d.lease_token,
         now,
-        state: "succeeded",
+        state: berth::domain::DeliveryState::Succeeded,
         next_attempt_at: None,
         disable_webhook: None,
         auto_disable_before: None,
@@ -207,7 +207,7 @@ async fn a_lease_past_its_end_is_taken_over_and_its_holder_fenced(backend: Backe
     let mut failure = success(&first[0], "a", now);
     failure.attempt.status_code = Some(500);
     failure.attempt.error_class = Some("http_status".into());
-    failure.state = "pending";
+    failure.state = berth::domain::DeliveryState::Pending;
     failure.next_attempt_at = Some(now);
     assert_eq!(
         store

@@ -416,7 +416,7 @@ async fn an_attempt_for_a_delivery_deleted_meanwhile_records_nothing(backend: Ba
         },
         lease_token: 1,
         now: berth::store::now_micros(),
-        state: "succeeded",
+        state: berth::domain::DeliveryState::Succeeded,
         next_attempt_at: None,
         disable_webhook: None,
         auto_disable_before: None,

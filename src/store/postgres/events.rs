@@ -5,11 +5,12 @@ use async_trait::async_trait;
 use sqlx::{AnyConnection, Row};
 
 use super::Postgres;
-use crate::domain::EventPayload;
+use crate::domain::{EventPayload, EventTrigger};
+use crate::store::deliveries::new_delivery_id;
 use crate::store::events::{
     EventCursor, EventRecord, Events, FEED_HORIZON, INSERT_EVENT, event_row,
 };
-use crate::store::webhooks::{new_delivery_id, subscribed};
+use crate::store::webhooks::subscribed;
 use crate::store::{ModelRef, Result, now_micros};
 
 /// Writes an event inside `tx`, the transaction of the change it reports, and its
@@ -35,15 +36,7 @@ pub(super) async fn insert_event(
         .fetch_one(&mut *tx)
         .await?
         .try_get("seq")?;
-    fan_out(
-        tx,
-        model.model_id,
-        seq,
-        &id,
-        payload.event_trigger.as_str(),
-        now,
-    )
-    .await
+    fan_out(tx, model.model_id, seq, &id, payload.event_trigger, now).await
 }
 
 /// Writes one delivery per enabled webhook of the model subscribed to `trigger`, inside the
@@ -64,7 +57,7 @@ pub(super) async fn fan_out(
     model_id: i64,
     event_seq: i64,
     event_id: &str,
-    trigger: &str,
+    trigger: EventTrigger,
     now: i64,
 ) -> Result<usize> {
     let rows =
@@ -112,7 +105,7 @@ pub(super) async fn fan_out(
         let mut q = sqlx::query(sqlx::AssertSqlSafe(text))
             .bind(event_seq)
             .bind(event_id)
-            .bind(trigger)
+            .bind(trigger.as_str())
             .bind(now);
         for webhook_id in chunk {
             q = q.bind(new_delivery_id()).bind(webhook_id.as_str());

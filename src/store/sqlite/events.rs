@@ -6,8 +6,9 @@ use rusqlite::{Connection, params};
 
 use super::Sqlite;
 use crate::domain::EventPayload;
+use crate::store::deliveries::new_delivery_id;
 use crate::store::events::{EventCursor, EventRecord, Events, INSERT_EVENT, event_row};
-use crate::store::webhooks::{new_delivery_id, subscribed};
+use crate::store::webhooks::subscribed;
 use crate::store::{ModelRef, Result, now_micros};
 
 /// The enabled webhooks of a model: fan-out skips disabled ones (one writer, so nothing falls
@@ -45,7 +46,7 @@ pub(super) fn insert_event(
     let mut insert = conn.prepare_cached(INSERT_DELIVERY)?;
     let mut n = 0;
     for (webhook_id, triggers) in &webhooks {
-        if subscribed(triggers, trigger)? {
+        if subscribed(triggers, payload.event_trigger)? {
             insert.execute(params![
                 new_delivery_id(),
                 webhook_id,
