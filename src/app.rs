@@ -224,13 +224,7 @@ pub async fn run(
         .runs_worker()
         .then(|| tokio::spawn(state.worker.clone().run(stop_rx.clone(), grace)));
     if role.runs_worker() {
-        if let Database::Postgres(url) = &state.settings.database {
-            tokio::spawn(listen_for_deliveries(
-                url.clone(),
-                state.store.clone(),
-                stop_rx.clone(),
-            ));
-        }
+        state.store.listen_for_deliveries(stop_rx.clone());
         if state.settings.retention_days > 0 {
             tokio::spawn(clean_old_deliveries(
                 state.store.clone(),
@@ -267,49 +261,6 @@ pub async fn run(
 /// This process's soft open-file limit (None: unlimited or unknown).
 fn open_file_limit() -> Option<u64> {
     rustix::process::getrlimit(rustix::process::Resource::Nofile).current
-}
-
-/// On PostgreSQL, wakes this node's worker when any node commits deliveries (`NOTIFY
-/// berth_deliveries`, sent by the committing transaction), so several nodes share one queue
-/// without polling fast. Reconnects on its own; the worker's slow poll covers any gap.
-async fn listen_for_deliveries(
-    url: String,
-    store: Store,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    // Reconnects wait longer each time (one log line per wait) while PostgreSQL is away.
-    let mut backoff = crate::delivery::worker::Backoff::new(
-        std::time::Duration::from_secs(1),
-        std::time::Duration::from_secs(30),
-    );
-    loop {
-        match sqlx::postgres::PgListener::connect(&url).await {
-            Ok(mut listener) => match listener.listen("berth_deliveries").await {
-                Ok(()) => loop {
-                    backoff.reset();
-                    tokio::select! {
-                        n = listener.recv() => match n {
-                            Ok(_) => store.wake_worker(),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "delivery notifications interrupted");
-                                break;
-                            }
-                        },
-                        _ = stop.changed() => return,
-                    }
-                },
-                Err(e) => tracing::warn!(error = %e, "cannot LISTEN for deliveries"),
-            },
-            Err(e) => tracing::warn!(error = %e, "cannot connect to LISTEN for deliveries"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(backoff.next()) => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
-    }
 }
 
 /// Binds the listener and prepares the store: everything `serve` does before it serves.
@@ -421,10 +372,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             "an earlier run stopped mid-attempt; sending its deliveries in flight again"
         );
     }
-    tracing::info!(
-        backend = ?state.store.backend(),
-        "listening on http://{addr}"
-    );
+    tracing::info!(backend = state.store.name(), "listening on http://{addr}");
     let store = state.store.clone();
     run(state, listener, shutdown).await?;
     // Closing waits for connections still checked out; a request abandoned at the end of

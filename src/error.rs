@@ -235,27 +235,6 @@ impl From<Invalid> for ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(err: sqlx::Error) -> Self {
-        if crate::store::is_unavailable(&err) {
-            tracing::warn!(error = %err, "database unavailable");
-            ApiError::Unavailable
-        } else if crate::store::is_transient_conflict(&err) {
-            // A deadlock or serialization failure: PostgreSQL rolled the transaction back,
-            // nothing changed, and the same request will succeed when retried.
-            tracing::warn!(error = %err, "transaction conflict; the client may retry");
-            ApiError::Unavailable
-        } else if crate::store::is_nul_in_text(&err) {
-            ApiError::Invalid {
-                message: "text must not contain NUL (\\u0000) characters".into(),
-                field: None,
-            }
-        } else {
-            ApiError::Internal(err.into())
-        }
-    }
-}
-
 impl From<crate::store::Error> for ApiError {
     fn from(err: crate::store::Error) -> Self {
         use crate::store::Error;

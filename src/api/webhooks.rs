@@ -515,11 +515,7 @@ pub(crate) async fn save(
         .save_webhooks(writes, MAX_WEBHOOKS_PER_MODEL, actor)
         .await
         .map_err(|e| {
-            ApiError::unique(
-                e.into(),
-                "name",
-                "this model already has a webhook with this name",
-            )
+            ApiError::unique(e, "name", "this model already has a webhook with this name")
         })?;
     match outcome {
         SaveWebhooks::Saved => Ok(()),

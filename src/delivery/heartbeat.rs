@@ -83,7 +83,7 @@ impl Heartbeat {
     /// One beat: moves this node's row forward (registering it when `registered` is false,
     /// or when it is gone), then declares dead the nodes silent for `dead_after`, and
     /// wakes the worker when their leases were released.
-    pub async fn beat(&self, registered: bool) -> Result<Beat, sqlx::Error> {
+    pub async fn beat(&self, registered: bool) -> crate::store::Result<Beat> {
         let now = self.clock.now_micros();
         let mut beat = Beat::default();
         if !registered {

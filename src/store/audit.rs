@@ -8,10 +8,9 @@
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use super::webhooks::WebhookRecord;
-use super::{ModelRef, Result, Store, now_micros};
+use super::{ModelRef, Result};
 
 /// The audit log, on either database. (The rows of a change are written inside that
 /// change's own transaction, by each backend's `insert_audit`.)
@@ -325,53 +324,6 @@ pub(super) const SHARED_SQL: &[&str] = &[INSERT_AUDIT, LIST_AUDIT];
 
 /// The audit writes of the code not moved to the storage interface yet (versions, webhooks),
 /// inside their `sqlx` transactions.
-impl Store {
-    /// Writes `entry` inside `tx`, the transaction of the change it records.
-    pub(super) async fn insert_audit(
-        &self,
-        tx: &mut sqlx::AnyConnection,
-        entry: &AuditEntry,
-    ) -> Result<(), sqlx::Error> {
-        let details =
-            serde_json::to_string(&entry.details).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        sqlx::query(INSERT_AUDIT)
-            .bind(entry.workspace_id)
-            .bind(now_micros())
-            .bind(entry.actor.as_str())
-            .bind(entry.action.as_str())
-            .bind(entry.target.model.as_deref())
-            .bind(entry.target.version.as_deref())
-            .bind(entry.target.webhook_id.as_deref())
-            .bind(entry.target.webhook_name.as_deref())
-            .bind(details)
-            .execute(&mut *tx)
-            .await?;
-        Ok(())
-    }
-
-    /// A webhook's workspace and audit target (with its model's name), read inside `tx`.
-    pub(super) async fn webhook_target(
-        &self,
-        tx: &mut sqlx::AnyConnection,
-        webhook_id: &str,
-    ) -> Result<Option<(i64, AuditTarget)>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT w.workspace_id, w.name, m.name AS model_name FROM webhooks w \
-             JOIN models m ON m.id = w.model_id WHERE w.id = $1",
-        )
-        .bind(webhook_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let name: String = row.try_get("name")?;
-        let model: String = row.try_get("model_name")?;
-        Ok(Some((
-            row.try_get("workspace_id")?,
-            AuditTarget::webhook(&model, webhook_id, &name),
-        )))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,15 @@
-//! Persistence: one `Store` over SQLite or PostgreSQL.
+//! Persistence: one storage interface ([`Storage`]), implemented once per backend,
+//! `sqlite/` (rusqlite: one file, one group-commit writer thread, reads on the calling
+//! thread) and `postgres/` (sqlx on a PostgreSQL pool, several nodes sharing the database).
 //!
-//! Both databases run the same SQL text (runtime `sqlx` queries through the `Any` driver, with
-//! `$N` placeholders, which SQLite accepts too); the few places where the dialects differ
-//! (row locks, commit-order visibility of events) branch on [`Backend`] in the function that
-//! needs it. Each database has its own embedded migrations under `migrations/<backend>/`, with
-//! the same numbers. The conformance suite (`tests/it`) runs every test against both.
+//! Each area of the interface has a file here (`users.rs`, `workspaces.rs`, `models.rs`,
+//! `versions.rs`, `events.rs`, `webhooks.rs`, `deliveries.rs`, `nodes.rs`, `audit.rs`,
+//! `names.rs`, `settings.rs`) holding its trait, the values it answers, and the query text
+//! both dialects accept (`$N` placeholders, which SQLite reads too), written once; each
+//! backend's file of the same name implements the trait with that text and its own where the
+//! dialects differ. No driver type leaves `store/`; the store answers its own [`Error`].
+//! Each database has its own embedded migrations under `migrations/<backend>/`, with the same
+//! numbers. The conformance suite (`tests/it`) runs every test against both.
 //!
 //! Every change that is a webhook trigger writes its event row in the same transaction as the
 //! change (each backend's `insert_event`, in its `events.rs`), and every change an admin may
@@ -14,8 +19,6 @@ mod audit;
 mod deliveries;
 mod error;
 mod events;
-mod fast;
-mod group;
 pub mod models;
 mod names;
 mod nodes;
@@ -28,34 +31,31 @@ mod webhooks;
 pub mod workspaces;
 
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
 use tokio::sync::Notify;
 
 pub use audit::{
     Audit, AuditAction, AuditEntry, AuditFilter, AuditRecord, AuditTarget, SYSTEM_ACTOR, url_host,
 };
 pub use deliveries::{
-    AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryRecord, QueueStats, Recorded,
+    AttemptRecord, AttemptResult, ClaimedDelivery, Deliveries, DeliveryRecord, NextLease,
+    QueueStats, Recorded,
 };
 pub use error::{Error, Result};
 pub use events::{EventCursor, EventRecord, Events};
-pub use fast::NextLease;
 pub use models::{DeleteModel, Model, ModelPatch, ModelScopeRow, Models};
 pub use names::{NameClash, Names};
-pub use nodes::{DeadNode, NodeRecord};
+pub use nodes::{DeadNode, NodeRecord, Nodes};
 pub use settings::Settings;
 pub use sqlite::copy_sqlite;
 pub use users::{Caller, TokenInfo, User, Users};
 pub use versions::{
     Decision, NewVersion, StatusRequest, StatusRequestCursor, Version, VersionCursor, Versions,
 };
-pub use webhooks::{EnableOutcome, SaveWebhooks, WebhookRecord, WebhookWrite};
+pub use webhooks::{EnableOutcome, SaveWebhooks, WebhookRecord, WebhookWrite, Webhooks};
 pub use workspaces::{LastAdmin, Member, StatusDef, Workspace, WorkspaceAccess, Workspaces};
 
 /// The storage interface: what the API, the worker and the web pages may ask of a database,
@@ -63,35 +63,42 @@ pub use workspaces::{LastAdmin, Member, StatusDef, Workspace, WorkspaceAccess, W
 /// [`Store`] derefs to it.
 #[async_trait::async_trait]
 pub trait Storage:
-    Users + Workspaces + Models + Versions + Events + Audit + Names + Settings + Send + Sync
+    Users
+    + Workspaces
+    + Models
+    + Versions
+    + Events
+    + Webhooks
+    + Deliveries
+    + Nodes
+    + Audit
+    + Names
+    + Settings
+    + Send
+    + Sync
 {
+    /// The backend's name, for the log: `sqlite` or `postgres`.
+    fn name(&self) -> &'static str;
+
     /// Applies this backend's embedded migrations (`migrations/<backend>/`) the database
     /// lacks.
     async fn apply_migrations(&self) -> anyhow::Result<()>;
+
+    /// Wakes this process's worker, until `stop`, whenever another process commits
+    /// deliveries (PostgreSQL: `LISTEN`). Nothing to do where this process is the only
+    /// writer (SQLite).
+    fn listen_for_deliveries(&self, _stop: tokio::sync::watch::Receiver<bool>) {}
+
+    /// Closes the connections, waiting for those in use.
+    async fn close(&self) {}
 }
 
-/// Which database a [`Store`] talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// The database, with a pool for reads and one for writes.
-///
-/// On SQLite the write pool has a single connection: SQLite allows one writer at a time, and
-/// queueing writers in the pool is cheaper and fairer than letting them collide on the file
-/// lock. On PostgreSQL both pools are the same pool.
+/// The database: a handle to the backend's [`Storage`] (it derefs to it) and the signal that
+/// wakes this process's delivery worker.
 #[derive(Clone)]
 pub struct Store {
-    read: AnyPool,
-    write: AnyPool,
-    backend: Backend,
-    wake: Arc<Notify>,
-    /// SQLite's group-commit writer (see `group.rs`); `None` on PostgreSQL.
-    group: Option<group::GroupWriter>,
-    /// The backend's implementation of the [`Storage`] interface.
     db: Arc<dyn Storage>,
+    wake: Arc<Notify>,
 }
 
 impl std::ops::Deref for Store {
@@ -114,81 +121,34 @@ pub struct ModelRef {
 impl Store {
     /// Opens (creating if needed) the SQLite file `berth.db` under `data_dir`.
     pub async fn open_sqlite(data_dir: &Path) -> anyhow::Result<Store> {
-        sqlx::any::install_default_drivers();
-        let file = data_dir.join("berth.db");
-        let url = format!("sqlite://{}?mode=rwc", file.display());
-        let options = AnyConnectOptions::from_str(&url)
-            .with_context(|| format!("invalid SQLite path {}", file.display()))?;
-        let pragmas = || {
-            AnyPoolOptions::new()
-                .acquire_timeout(Duration::from_secs(10))
-                // A file on this machine does not hang up: no ping (a round trip to the
-                // connection's thread) before each use. The writer thread takes the write
-                // connection once per batch.
-                .test_before_acquire(false)
-                .after_connect(|conn, _meta| {
-                    Box::pin(async move {
-                        // WAL with synchronous=FULL: a commit that returned is on disk.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = FULL").await?;
-                        conn.execute("PRAGMA foreign_keys = ON").await?;
-                        conn.execute("PRAGMA busy_timeout = 10000").await?;
-                        Ok(())
-                    })
-                })
-        };
-        let write = pragmas()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await
-            .with_context(|| format!("cannot open SQLite database {}", file.display()))?;
-        let read = pragmas()
-            .max_connections(8)
-            .connect_with(options)
-            .await
-            .with_context(|| format!("cannot open SQLite database {}", file.display()))?;
-        let writer = group::GroupWriter::start(write.clone(), &file)?;
-        let readers = Arc::new(fast::Readers::new(file.clone()));
         let wake = Arc::new(Notify::new());
+        let file = data_dir.join("berth.db");
+        let db = tokio::task::spawn_blocking({
+            let wake = wake.clone();
+            move || sqlite::Sqlite::open(file, wake)
+        })
+        .await
+        .context("opening the SQLite database")??;
         Ok(Store {
-            read,
-            db: Arc::new(sqlite::Sqlite::new(
-                writer.clone(),
-                readers,
-                file.clone(),
-                wake.clone(),
-            )),
-            group: Some(writer),
-            write,
-            backend: Backend::Sqlite,
+            db: Arc::new(db),
             wake,
         })
     }
 
     /// Connects to PostgreSQL at `url`. A request that waits longer than `acquire_timeout`
-    /// for a connection (the database is away, or the pool is exhausted) fails with
-    /// `PoolTimedOut`, which the API answers with 503.
+    /// for a connection (the database is away, or the pool is exhausted) fails as
+    /// unavailable, which the API answers with 503.
     pub async fn open_postgres(
         url: &str,
         max_connections: u32,
         acquire_timeout: Duration,
     ) -> anyhow::Result<Store> {
-        sqlx::any::install_default_drivers();
-        let options = AnyConnectOptions::from_str(url).context("invalid database URL")?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(acquire_timeout)
-            .connect_with(options)
-            .await
-            .context("cannot connect to PostgreSQL")?;
         let wake = Arc::new(Notify::new());
+        let db = postgres::Postgres::connect(url, max_connections, acquire_timeout, wake.clone())
+            .await?;
         Ok(Store {
-            db: Arc::new(postgres::Postgres::new(pool.clone(), wake.clone())),
-            read: pool.clone(),
-            write: pool,
-            backend: Backend::Postgres,
+            db: Arc::new(db),
             wake,
-            group: None,
         })
     }
 
@@ -215,56 +175,6 @@ impl Store {
     pub fn wake_signal(&self) -> Arc<Notify> {
         self.wake.clone()
     }
-
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
-    pub async fn close(&self) {
-        self.read.close().await;
-        self.write.close().await;
-    }
-
-    /// Starts a write transaction. On SQLite it takes the write lock at once (`BEGIN
-    /// IMMEDIATE`), so a transaction that reads before it writes never fails to upgrade.
-    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.write.begin().await,
-        }
-    }
-
-    /// Runs `work` as one write transaction. On SQLite it joins the group commit: the
-    /// writes that arrive together share one transaction and one fsync, each in its own
-    /// savepoint. On PostgreSQL it is an ordinary transaction (the server groups commits
-    /// itself). Either way `work` has committed, durably, when this answers `Ok`.
-    async fn write_tx<T, F>(&self, work: F) -> Result<T, sqlx::Error>
-    where
-        T: Send + 'static,
-        F: for<'c> FnOnce(
-                &'c mut sqlx::AnyConnection,
-            ) -> group::ConnFuture<'c, Result<T, sqlx::Error>>
-            + Send
-            + 'static,
-    {
-        match &self.group {
-            Some(g) => g.write(work).await,
-            None => {
-                let mut tx = self.begin().await?;
-                let value = work(&mut tx).await?;
-                tx.commit().await?;
-                Ok(value)
-            }
-        }
-    }
-
-    /// Picks the SQLite or the PostgreSQL text of a query.
-    fn pick(&self, (sqlite, postgres): (&'static str, &'static str)) -> &'static str {
-        match self.backend {
-            Backend::Sqlite => sqlite,
-            Backend::Postgres => postgres,
-        }
-    }
 }
 
 /// The current time in microseconds since the Unix epoch.
@@ -275,7 +185,7 @@ pub fn now_micros() -> i64 {
 /// True when `err` means the database cannot be reached or is going away (a connection
 /// refused, reset or timed out, a pool that waited too long, PostgreSQL shutting down), rather
 /// than a problem with the query: the API answers it with 503 and the worker backs off.
-pub fn is_unavailable(err: &sqlx::Error) -> bool {
+pub(crate) fn is_unavailable(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
@@ -298,7 +208,7 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
 
 /// True when PostgreSQL gave up a transaction to break a deadlock or a serialization
 /// conflict (40P01, 40001): it changed nothing, and a retry succeeds.
-pub fn is_transient_conflict(err: &sqlx::Error) -> bool {
+pub(crate) fn is_transient_conflict(err: &sqlx::Error) -> bool {
     err.as_database_error()
         .and_then(|e| e.code())
         .is_some_and(|code| matches!(&*code, "40P01" | "40001"))
@@ -306,14 +216,14 @@ pub fn is_transient_conflict(err: &sqlx::Error) -> bool {
 
 /// True when PostgreSQL refused a text value holding a NUL character (22021), which its
 /// text type cannot store: client input, so a 400, never a 500.
-pub fn is_nul_in_text(err: &sqlx::Error) -> bool {
+pub(crate) fn is_nul_in_text(err: &sqlx::Error) -> bool {
     err.as_database_error()
         .and_then(|e| e.code())
         .is_some_and(|code| &*code == "22021")
 }
 
 /// True when `err` is a unique-constraint violation.
-pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
     err.as_database_error()
         .is_some_and(|e| e.is_unique_violation())
 }
@@ -350,8 +260,19 @@ mod tests {
             super::audit::SHARED_SQL,
             super::names::SHARED_SQL,
             super::settings::SHARED_SQL,
+            super::webhooks::SHARED_SQL,
+            super::deliveries::SHARED_SQL,
+            super::nodes::SHARED_SQL,
+            super::sqlite::deliveries::SQLITE_SQL,
+            super::sqlite::webhooks::SQLITE_SQL,
         ];
-        for text in shared.into_iter().flatten() {
+        let built = super::webhooks::shared_sql_built();
+        for text in shared
+            .into_iter()
+            .flatten()
+            .copied()
+            .chain(built.iter().map(String::as_str))
+        {
             let found = placeholders(text);
             let expected: Vec<u32> = (1..=found.len() as u32).collect();
             assert_eq!(found, expected, "{text}");

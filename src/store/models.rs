@@ -179,7 +179,7 @@ pub(super) const SHARED_SQL: &[&str] = &[
     COUNT_VERSIONS,
     COUNT_PENDING,
     DELETE_MODEL,
-    // (SCOPE_SQL is bound by name on SQLite: see `fast::scope`.)
+    // (SCOPE_SQL is bound by name on SQLite: see `sqlite/models.rs`, `scope`.)
 ];
 
 /// What one query tells about a bearer token, a workspace name and a model name: see

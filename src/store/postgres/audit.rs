@@ -9,7 +9,7 @@ use crate::store::audit::{
     Audit, AuditAction, AuditEntry, AuditFilter, AuditRecord, AuditTarget, LIST_AUDIT,
 };
 
-fn audit_from_row(row: &sqlx::any::AnyRow) -> Result<AuditRecord> {
+fn audit_from_row(row: &sqlx::postgres::PgRow) -> Result<AuditRecord> {
     let details: String = row.try_get("details")?;
     Ok(AuditRecord {
         id: row.try_get("id")?,

@@ -2,7 +2,7 @@
 //! `insert_event` with its `fan_out`, run inside the transaction of the change they report.
 
 use async_trait::async_trait;
-use sqlx::{AnyConnection, Row};
+use sqlx::{PgConnection, Row};
 
 use super::Postgres;
 use crate::domain::{EventPayload, EventTrigger};
@@ -20,7 +20,7 @@ use crate::store::{ModelRef, Result, now_micros};
 /// No lock: concurrent writers commit together, and the row's `tx_id`
 /// (`DEFAULT pg_current_xact_id()`, migration 0010) is what keeps the feed's order.
 pub(super) async fn insert_event(
-    tx: &mut AnyConnection,
+    tx: &mut PgConnection,
     model: &ModelRef,
     payload: &EventPayload,
 ) -> Result<usize> {
@@ -53,7 +53,7 @@ pub(super) async fn insert_event(
 /// are locked `FOR KEY SHARE` by the deliveries' foreign key as before, which conflicts with
 /// nothing the hot path does.
 pub(super) async fn fan_out(
-    tx: &mut AnyConnection,
+    tx: &mut PgConnection,
     model_id: i64,
     event_seq: i64,
     event_id: &str,

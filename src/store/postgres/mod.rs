@@ -1,52 +1,138 @@
 //! The PostgreSQL backend: a pool of connections, the server grouping concurrent commits
-//! itself.
-//!
-//! The areas of the store interface move here from the shared `sqlx` code one by one; those
-//! not yet here are still served by `Store`'s own methods (see `store/mod.rs`).
+//! itself. Several nodes may share the database: row locks (`FOR UPDATE`, `SKIP LOCKED`)
+//! where two nodes could meet, `pg_notify` to wake the others' workers.
 
 mod audit;
+mod deliveries;
 mod events;
 mod models;
 mod names;
+mod nodes;
 mod settings;
 mod users;
 mod versions;
+mod webhooks;
 mod workspaces;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use sqlx::AnyPool;
+use anyhow::Context;
+use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::Notify;
 
-use super::audit::{AuditEntry, INSERT_AUDIT};
+use super::audit::{AuditAction, AuditEntry, AuditTarget, INSERT_AUDIT};
+use super::webhooks::{Columns, WEBHOOK_TARGET, target_of};
 use super::{Result, Storage, now_micros};
 
 /// The PostgreSQL implementation of [`Storage`].
 pub struct Postgres {
-    pool: AnyPool,
+    pool: PgPool,
+    /// Where the pool connects: the `LISTEN` connection is its own, outside the pool.
+    url: String,
     /// Wakes this process's delivery worker after a commit that wrote deliveries (other
     /// nodes hear of it through `pg_notify`, see `events::fan_out`).
     wake: Arc<Notify>,
 }
 
 impl Postgres {
-    pub(super) fn new(pool: AnyPool, wake: Arc<Notify>) -> Postgres {
-        Postgres { pool, wake }
+    /// Connects to PostgreSQL at `url`. A request that waits longer than `acquire_timeout`
+    /// for a connection (the database is away, or the pool is exhausted) fails as
+    /// unavailable, which the API answers with 503.
+    pub(super) async fn connect(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+        wake: Arc<Notify>,
+    ) -> anyhow::Result<Postgres> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .connect(url)
+            .await
+            .context("cannot connect to PostgreSQL")?;
+        Ok(Postgres {
+            pool,
+            url: url.to_owned(),
+            wake,
+        })
+    }
+}
+
+/// Wakes this node's worker when any node commits deliveries (`NOTIFY berth_deliveries`,
+/// sent by the committing transaction), so several nodes share one queue without polling
+/// fast, until `stop`. Reconnects on its own, waiting longer each time (one log line per
+/// wait) while PostgreSQL is away; the worker's slow poll covers any gap.
+async fn listen_for_deliveries(
+    url: String,
+    wake: Arc<Notify>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    const FIRST_WAIT: Duration = Duration::from_secs(1);
+    const LONGEST_WAIT: Duration = Duration::from_secs(30);
+    let mut wait = FIRST_WAIT;
+    loop {
+        match PgListener::connect(&url).await {
+            Ok(mut listener) => match listener.listen("berth_deliveries").await {
+                Ok(()) => loop {
+                    wait = FIRST_WAIT;
+                    tokio::select! {
+                        n = listener.recv() => match n {
+                            Ok(_) => wake.notify_one(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "delivery notifications interrupted");
+                                break;
+                            }
+                        },
+                        _ = stop.changed() => return,
+                    }
+                },
+                Err(e) => tracing::warn!(error = %e, "cannot LISTEN for deliveries"),
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot connect to LISTEN for deliveries"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        // A notification may have been missed while the connection was down.
+        wake.notify_one();
+        wait = (wait * 2).min(LONGEST_WAIT);
     }
 }
 
 #[async_trait::async_trait]
 impl Storage for Postgres {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
     async fn apply_migrations(&self) -> anyhow::Result<()> {
         sqlx::migrate!("migrations/postgres")
             .run(&self.pool)
             .await?;
         Ok(())
     }
+
+    fn listen_for_deliveries(&self, stop: tokio::sync::watch::Receiver<bool>) {
+        tokio::spawn(listen_for_deliveries(
+            self.url.clone(),
+            self.wake.clone(),
+            stop,
+        ));
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
 }
 
 /// Writes `entry` inside `tx`, the transaction of the change it records.
-async fn insert_audit(tx: &mut sqlx::AnyConnection, entry: &AuditEntry) -> Result<()> {
+async fn insert_audit(tx: &mut PgConnection, entry: &AuditEntry) -> Result<()> {
     sqlx::query(INSERT_AUDIT)
         .bind(entry.workspace_id)
         .bind(now_micros())
@@ -60,4 +146,58 @@ async fn insert_audit(tx: &mut sqlx::AnyConnection, entry: &AuditEntry) -> Resul
         .execute(&mut *tx)
         .await?;
     Ok(())
+}
+
+/// A webhook's workspace and audit target, read inside `tx`.
+async fn webhook_target(
+    tx: &mut PgConnection,
+    webhook_id: &str,
+) -> Result<Option<(i64, AuditTarget)>> {
+    let row = sqlx::query(WEBHOOK_TARGET)
+        .bind(webhook_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let name: String = row.try_get("name")?;
+    let model: String = row.try_get("model_name")?;
+    Ok(Some((
+        row.try_get("workspace_id")?,
+        target_of(&model, webhook_id, &name),
+    )))
+}
+
+/// Writes an audit row about webhook `id` inside `tx` (none when the webhook is gone).
+async fn audit_webhook(
+    tx: &mut PgConnection,
+    id: &str,
+    actor: &str,
+    action: AuditAction,
+    details: serde_json::Value,
+) -> Result<()> {
+    if let Some((workspace_id, target)) = webhook_target(tx, id).await? {
+        let entry = AuditEntry {
+            workspace_id,
+            actor: actor.to_owned(),
+            action,
+            target,
+            details,
+        };
+        insert_audit(tx, &entry).await?;
+    }
+    Ok(())
+}
+
+impl Columns for PgRow {
+    fn text(&self, name: &str) -> Result<String> {
+        Ok(self.try_get(name)?)
+    }
+    fn opt_text(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.try_get(name)?)
+    }
+    fn int(&self, name: &str) -> Result<i64> {
+        Ok(self.try_get(name)?)
+    }
+    fn opt_int(&self, name: &str) -> Result<Option<i64>> {
+        Ok(self.try_get(name)?)
+    }
 }

@@ -11,7 +11,7 @@ use crate::store::models::{
 };
 use crate::store::{ModelRef, Result, now_micros};
 
-fn model_from_row(row: &sqlx::any::AnyRow) -> Result<Model> {
+fn model_from_row(row: &sqlx::postgres::PgRow) -> Result<Model> {
     Ok(Model {
         id: row.try_get("id")?,
         name: row.try_get("name")?,

@@ -11,7 +11,7 @@ use crate::store::users::{
 };
 use crate::store::{Result, now_micros};
 
-fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User> {
+fn user_from_row(row: &sqlx::postgres::PgRow) -> Result<User> {
     Ok(User {
         id: row.try_get("id")?,
         username: row.try_get("username")?,
@@ -20,7 +20,7 @@ fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User> {
     })
 }
 
-fn caller_from_row(row: &sqlx::any::AnyRow) -> Result<Caller> {
+fn caller_from_row(row: &sqlx::postgres::PgRow) -> Result<Caller> {
     Ok(Caller {
         user_id: row.try_get("id")?,
         username: row.try_get("username")?,

@@ -2,7 +2,7 @@
 //! changes read `FOR UPDATE` first, ending in its event.
 
 use async_trait::async_trait;
-use sqlx::{AnyConnection, Row};
+use sqlx::{PgConnection, Row};
 
 use super::events::insert_event;
 use super::{Postgres, insert_audit};
@@ -16,7 +16,7 @@ use crate::store::versions::{
 };
 use crate::store::{ModelRef, Result, now_micros};
 
-fn version_from_row(row: &sqlx::any::AnyRow) -> Result<Version> {
+fn version_from_row(row: &sqlx::postgres::PgRow) -> Result<Version> {
     let tags: String = row.try_get("tags")?;
     Ok(Version {
         id: row.try_get("id")?,
@@ -32,7 +32,7 @@ fn version_from_row(row: &sqlx::any::AnyRow) -> Result<Version> {
     })
 }
 
-fn request_from_row(row: &sqlx::any::AnyRow) -> Result<StatusRequest> {
+fn request_from_row(row: &sqlx::postgres::PgRow) -> Result<StatusRequest> {
     Ok(StatusRequest {
         id: row.try_get("id")?,
         model_name: row.try_get("model_name")?,
@@ -49,7 +49,7 @@ fn request_from_row(row: &sqlx::any::AnyRow) -> Result<StatusRequest> {
 
 /// A version by number, locked `FOR UPDATE` until `tx` ends.
 async fn lock_version(
-    tx: &mut AnyConnection,
+    tx: &mut PgConnection,
     model_id: i64,
     version: &str,
 ) -> Result<Option<Version>> {
@@ -64,7 +64,7 @@ async fn lock_version(
 /// Sets `v`'s status to `status`, with its MODEL_STATUS_CHANGED event, unless it is that
 /// already; answers the version and how many deliveries the event wrote.
 async fn apply_status(
-    tx: &mut AnyConnection,
+    tx: &mut PgConnection,
     model: &ModelRef,
     mut v: Version,
     status: Option<&str>,

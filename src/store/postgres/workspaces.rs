@@ -13,7 +13,7 @@ use crate::store::workspaces::{
 };
 use crate::store::{Result, now_micros};
 
-fn member_from_row(r: &sqlx::any::AnyRow) -> Result<Member> {
+fn member_from_row(r: &sqlx::postgres::PgRow) -> Result<Member> {
     Ok(Member {
         username: r.try_get("username")?,
         role: role_of(&r.try_get::<String, _>("role")?),
@@ -24,7 +24,7 @@ fn member_from_row(r: &sqlx::any::AnyRow) -> Result<Member> {
 /// Whether `user_id` is the workspace's only admin, its admins' rows locked until `tx` ends,
 /// so two demotions cannot both pass.
 async fn is_last_admin(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut sqlx::PgConnection,
     workspace_id: i64,
     user_id: i64,
 ) -> Result<bool> {

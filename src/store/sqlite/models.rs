@@ -1,13 +1,13 @@
 //! [`Models`] on SQLite.
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, named_params, params};
 
 use super::{Sqlite, insert_audit};
 use crate::store::models::{
     COUNT_PENDING, COUNT_VERSIONS, DELETE_MODEL, DeleteModel, GET_MODEL, INSERT_MODEL, LIST_MODELS,
-    MODEL_BY_ID, MODEL_ID, Model, ModelPatch, ModelScopeRow, Models, UPDATE_MODEL,
-    contains_pattern, created, deleted, latest,
+    MODEL_BY_ID, MODEL_ID, Model, ModelPatch, ModelScopeRow, Models, SCOPE_SQL, ScopeColumns,
+    UPDATE_MODEL, contains_pattern, created, deleted, latest,
 };
 use crate::store::{ModelRef, Result, now_micros};
 
@@ -151,8 +151,36 @@ impl Models for Sqlite {
         ws: &str,
         model: &str,
     ) -> Result<Option<ModelScopeRow>> {
-        let columns =
-            self.read(|conn| Ok(crate::store::fast::scope(conn, token_hash, ws, model)?))?;
+        let columns = self.read(|conn| scope(conn, token_hash, ws, model))?;
         Ok(columns.map(|c| c.into_scope()))
     }
+}
+
+/// The model-scope read (see `Models::model_scope`): bound by name, as `SCOPE_SQL` names its
+/// parameters more than once.
+fn scope(
+    conn: &Connection,
+    token_hash: &str,
+    ws: &str,
+    model: &str,
+) -> Result<Option<ScopeColumns>> {
+    Ok(conn
+        .prepare_cached(SCOPE_SQL)?
+        .query_row(
+            named_params! {"$1": token_hash, "$2": ws, "$3": model},
+            |r| {
+                Ok(ScopeColumns {
+                    user_id: r.get("user_id")?,
+                    username: r.get("username")?,
+                    server_admin: r.get("server_admin")?,
+                    token_id: r.get("token_id")?,
+                    ws_id: r.get("ws_id")?,
+                    ws_name: r.get("ws_name")?,
+                    role: r.get("role")?,
+                    model_id: r.get("model_id")?,
+                    model_name: r.get("model_name")?,
+                })
+            },
+        )
+        .optional()?)
 }

@@ -1,0 +1,347 @@
+//! [`Deliveries`] on PostgreSQL: a claim is one statement (`SKIP LOCKED`, so nodes claiming
+//! at once never wait on each other), an attempt one transaction.
+
+use async_trait::async_trait;
+use sqlx::{PgConnection, Row};
+
+use super::webhooks::disable;
+use super::{Postgres, audit_webhook};
+use crate::domain::DeliveryState;
+use crate::store::audit::{AuditAction, SYSTEM_ACTOR};
+use crate::store::deliveries::{
+    ATTEMPT_OUTCOMES, AttemptRecord, AttemptResult, CLAIMED_SELECT, ClaimedDelivery,
+    DELIVERY_EXISTS, Deliveries, DeliveryRecord, END_FAILING_RUN, FAILING_SINCE, GET_DELIVERY,
+    INSERT_ATTEMPT, LIST_ATTEMPTS, LIST_DELIVERIES, NEXT_DUE, NextLease, PURGE_ATTEMPTS,
+    PURGE_DELIVERIES, QUEUE_STATS, QueueStats, RECORD_OUTCOME, REDELIVER, RELEASE_EVERY_LEASE,
+    RELEASE_LEASES, REPLAY_FAILED, Recorded, START_FAILING_RUN, attempt_from_row, claimed_from_row,
+    delivery_from_row, disable_reason, disabled_details, redelivered_details, replayed_details,
+};
+use crate::store::{Result, now_micros};
+
+/// The claim, in one statement (one round trip): per enabled webhook, its oldest due,
+/// unleased deliveries up to its free slots (`LATERAL`), rows another node is claiming
+/// skipped (`SKIP LOCKED`), the oldest `$5` of those leased until `$1` to node `$2` with a
+/// new fencing token. `$3` now, `$4` the per-webhook limit.
+const CLAIM: &str = "WITH cand AS ( \
+       SELECT d.id, d.next_attempt_at FROM webhooks w \
+       CROSS JOIN LATERAL ( \
+         SELECT GREATEST($4 - (SELECT COUNT(*) FROM deliveries x \
+           WHERE x.webhook_id = w.id AND x.state = 'pending' \
+           AND x.locked_until > $3), 0) AS free) f \
+       CROSS JOIN LATERAL ( \
+         SELECT d.id, d.next_attempt_at FROM deliveries d \
+         WHERE d.webhook_id = w.id AND d.state = 'pending' \
+         AND d.next_attempt_at <= $3 \
+         AND (d.locked_until IS NULL OR d.locked_until <= $3) \
+         ORDER BY d.next_attempt_at, d.id LIMIT f.free \
+         FOR UPDATE OF d SKIP LOCKED) d \
+       WHERE w.enabled = 1 \
+       ORDER BY d.next_attempt_at, d.id LIMIT $5) \
+     UPDATE deliveries SET locked_until = $1, locked_by = $2, \
+     lease_token = deliveries.lease_token + 1 FROM cand \
+     WHERE deliveries.id = cand.id RETURNING deliveries.id";
+
+impl Postgres {
+    /// Everything the worker needs to send the deliveries it just leased. A delivery whose
+    /// webhook was deleted since the lease is simply not there.
+    async fn load_claimed(&self, won: Vec<String>) -> Result<Vec<ClaimedDelivery>> {
+        if won.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!("{}d.id = ANY($1)", *CLAIMED_SELECT);
+        // The text is fixed above; the ids are bound.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(won)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(claimed_from_row).collect()
+    }
+}
+
+/// Records an attempt inside `tx`: see [`Deliveries::record_attempt`].
+async fn record(
+    tx: &mut PgConnection,
+    delivery_id: &str,
+    webhook_id: &str,
+    result: &AttemptResult,
+) -> Result<Recorded> {
+    let a = &result.attempt;
+    let done = sqlx::query(RECORD_OUTCOME)
+        .bind(result.state.as_str())
+        .bind(result.next_attempt_at)
+        .bind(a.status_code)
+        .bind(result.now)
+        .bind(delivery_id)
+        .bind(result.lease_token)
+        .execute(&mut *tx)
+        .await?;
+    if done.rows_affected() == 0 {
+        // Either the webhook (and so the delivery) was deleted meanwhile, or another claim
+        // took the delivery since this attempt's lease.
+        let exists = sqlx::query(DELIVERY_EXISTS)
+            .bind(delivery_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        return Ok(if exists {
+            Recorded::StaleLease
+        } else {
+            Recorded::Gone
+        });
+    }
+    insert_attempt(tx, delivery_id, a).await?;
+    if a.error_class.is_none() {
+        if result.webhook_was_failing {
+            sqlx::query(END_FAILING_RUN)
+                .bind(webhook_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        return Ok(Recorded::Recorded);
+    }
+    sqlx::query(START_FAILING_RUN)
+        .bind(a.started_at)
+        .bind(webhook_id)
+        .execute(&mut *tx)
+        .await?;
+    let failing_since = match (&result.disable_webhook, result.auto_disable_before) {
+        (None, Some(cutoff)) => sqlx::query(FAILING_SINCE)
+            .bind(webhook_id)
+            .bind(cutoff)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get::<i64, _>("failing_since"))
+            .transpose()?,
+        _ => None,
+    };
+    if let Some(reason) = disable_reason(result, failing_since)
+        && disable(tx, webhook_id, &reason, result.now).await?
+    {
+        audit_webhook(
+            tx,
+            webhook_id,
+            SYSTEM_ACTOR,
+            AuditAction::WebhookDisabled,
+            disabled_details(&reason, delivery_id, result),
+        )
+        .await?;
+    }
+    Ok(Recorded::Recorded)
+}
+
+async fn insert_attempt(tx: &mut PgConnection, delivery_id: &str, a: &AttemptRecord) -> Result<()> {
+    sqlx::query(INSERT_ATTEMPT)
+        .bind(delivery_id)
+        .bind(a.attempt)
+        .bind(a.started_at)
+        .bind(a.duration_ms)
+        .bind(a.status_code)
+        .bind(a.error_class.as_deref())
+        .bind(a.error.as_deref())
+        .bind(a.request_url.as_str())
+        .bind(a.request_headers.as_str())
+        .bind(a.response_headers.as_deref())
+        .bind(a.response_body.as_deref())
+        .bind(a.node.as_str())
+        .bind(a.response_headers_omitted)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Deliveries for Postgres {
+    async fn claim_deliveries(
+        &self,
+        node: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+        per_webhook: i64,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        let rows = sqlx::query(CLAIM)
+            .bind(lease_until)
+            .bind(node)
+            .bind(now)
+            .bind(per_webhook)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let won: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        self.load_claimed(won).await
+    }
+
+    /// The next lease after a success is left to the next claim (`None`).
+    async fn record_attempt_then_lease(
+        &self,
+        delivery_id: &str,
+        webhook_id: &str,
+        result: &AttemptResult,
+        _next: Option<NextLease>,
+    ) -> Result<(Recorded, Option<ClaimedDelivery>)> {
+        let mut tx = self.pool.begin().await?;
+        let recorded = record(&mut tx, delivery_id, webhook_id, result).await?;
+        tx.commit().await?;
+        Ok((recorded, None))
+    }
+
+    async fn release_leases(&self, node: &str) -> Result<u64> {
+        let done = sqlx::query(RELEASE_LEASES)
+            .bind(node)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn release_every_lease(&self) -> Result<u64> {
+        let done = sqlx::query(RELEASE_EVERY_LEASE).execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn next_due_at(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query(NEXT_DUE)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("t")?)
+    }
+
+    async fn queue_stats(&self, now: i64) -> Result<QueueStats> {
+        let row = sqlx::query(QUEUE_STATS)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(QueueStats {
+            pending: row.try_get("pending")?,
+            due: row.try_get("due")?,
+            oldest_due_at: row.try_get("oldest")?,
+        })
+    }
+
+    async fn list_deliveries(
+        &self,
+        webhook_id: &str,
+        state: Option<DeliveryState>,
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRecord>> {
+        let rows = sqlx::query(LIST_DELIVERIES)
+            .bind(webhook_id)
+            .bind(state.map(DeliveryState::as_str))
+            .bind(before)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+
+    async fn get_delivery(
+        &self,
+        webhook_id: &str,
+        id: &str,
+    ) -> Result<Option<(DeliveryRecord, Vec<AttemptRecord>)>> {
+        let row = sqlx::query(GET_DELIVERY)
+            .bind(webhook_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let delivery = delivery_from_row(&row)?;
+        let attempts = sqlx::query(LIST_ATTEMPTS)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(attempt_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some((delivery, attempts)))
+    }
+
+    async fn redeliver(&self, webhook_id: &str, id: &str, actor: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(REDELIVER)
+            .bind(now_micros())
+            .bind(webhook_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        audit_webhook(
+            &mut tx,
+            webhook_id,
+            actor,
+            AuditAction::WebhookRedelivered,
+            redelivered_details(id),
+        )
+        .await?;
+        notify_deliveries(&mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn replay_failed(&self, webhook_id: &str, since: i64, actor: &str) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let requeued = sqlx::query(REPLAY_FAILED)
+            .bind(now_micros())
+            .bind(webhook_id)
+            .bind(since)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        audit_webhook(
+            &mut tx,
+            webhook_id,
+            actor,
+            AuditAction::WebhookReplayed,
+            replayed_details(since, requeued),
+        )
+        .await?;
+        if requeued > 0 {
+            notify_deliveries(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(requeued)
+    }
+
+    async fn attempt_outcomes(&self, webhook_id: &str, since: i64) -> Result<Vec<(i64, bool)>> {
+        let rows = sqlx::query(ATTEMPT_OUTCOMES)
+            .bind(webhook_id)
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let class: Option<String> = r.try_get("error_class")?;
+                Ok((r.try_get("started_at")?, class.is_none()))
+            })
+            .collect()
+    }
+
+    async fn purge_before(&self, cutoff: i64, batch: i64) -> Result<u64> {
+        let attempts = sqlx::query(PURGE_ATTEMPTS)
+            .bind(cutoff)
+            .bind(batch)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let deliveries = sqlx::query(PURGE_DELIVERIES)
+            .bind(cutoff)
+            .bind(batch)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(attempts + deliveries)
+    }
+}
+
+/// Tells the listening nodes, when `tx` commits, that deliveries are due.
+pub(super) async fn notify_deliveries(tx: &mut PgConnection) -> Result<()> {
+    sqlx::query("SELECT pg_notify('berth_deliveries', '')")
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
