@@ -274,9 +274,10 @@ impl Worker {
     /// Does all the delivery work there is now, and waits for it: first for the attempts the
     /// worker loop has in flight (chained ones too), then claims and sends everything due by
     /// the clock, waiting for each attempt, until nothing due is left; the loop claims nothing
-    /// meanwhile. When it returns, every attempt this worker started has been recorded and
-    /// none is in flight: for tests and tools that want to drain the queue deterministically.
-    /// Answers how many attempts it made itself.
+    /// meanwhile. When it returns, none of this node's attempts is in flight, and each has
+    /// been recorded (unless the database stayed away past its lease: then it is sent again):
+    /// for tests and tools that want to drain the queue deterministically. Other nodes'
+    /// attempts are not waited for. Answers how many attempts it made itself.
     pub async fn run_once(&self) -> anyhow::Result<usize> {
         let _claiming = self.inner.claiming.lock().await;
         let all = u32::try_from(self.inner.config.max_in_flight).unwrap_or(u32::MAX);
