@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Mutex, Semaphore, watch};
 
 use super::crypto::SecretBox;
 use super::heartbeat::Heartbeat;
@@ -75,6 +75,9 @@ struct Inner {
     abort: watch::Sender<bool>,
     /// Turns true when shutdown begins: no more chained leases.
     stopping: AtomicBool,
+    /// Held by the loop from a claim until its attempts hold their slots, and by `run_once`
+    /// throughout: `run_once` never misses a delivery the loop has claimed but not started.
+    claiming: Mutex<()>,
 }
 
 impl Worker {
@@ -96,6 +99,7 @@ impl Worker {
                 metrics,
                 abort: watch::Sender::new(false),
                 stopping: AtomicBool::new(false),
+                claiming: Mutex::new(()),
             }),
         }
     }
@@ -216,6 +220,7 @@ impl Worker {
 
     /// Claims as many due deliveries as there are free slots and starts sending them.
     async fn claim_and_spawn(&self) -> anyhow::Result<usize> {
+        let _claiming = self.inner.claiming.lock().await;
         let free = self.inner.slots.available_permits();
         if free == 0 {
             return Ok(0);
@@ -266,9 +271,17 @@ impl Worker {
             .await?)
     }
 
-    /// Claims and sends everything due now, waiting for each attempt: for tests and tools
-    /// that want to drain the queue deterministically. Answers how many attempts were made.
+    /// Does all the delivery work there is now, and waits for it: first for the attempts the
+    /// worker loop has in flight (chained ones too), then claims and sends everything due by
+    /// the clock, waiting for each attempt, until nothing due is left; the loop claims nothing
+    /// meanwhile. When it returns, none of this node's attempts is in flight, and each has
+    /// been recorded (unless the database stayed away past its lease: then it is sent again):
+    /// for tests and tools that want to drain the queue deterministically. Other nodes'
+    /// attempts are not waited for. Answers how many attempts it made itself.
     pub async fn run_once(&self) -> anyhow::Result<usize> {
+        let _claiming = self.inner.claiming.lock().await;
+        let all = u32::try_from(self.inner.config.max_in_flight).unwrap_or(u32::MAX);
+        let _slots = self.inner.slots.acquire_many(all).await?;
         let mut total = 0;
         loop {
             let claimed = self.claim(self.inner.config.max_in_flight).await?;

@@ -196,9 +196,10 @@ async fn every_trigger_delivers_the_exact_payload_signed(backend: Backend) {
                "triggers": ALL_TRIGGERS, "headers": {"X-Team": "ml"}}),
     )
     .await;
-    create_hook_on(
+    let other_hooks = "/api/v1/workspaces/acme/models/other/webhooks";
+    let other = create_hook_on(
         &app,
-        "/api/v1/workspaces/acme/models/other/webhooks",
+        other_hooks,
         json!({"name": "other", "url": format!("{}/hook", other_rx.url),
                "triggers": ALL_TRIGGERS}),
     )
@@ -240,19 +241,34 @@ async fn every_trigger_delivers_the_exact_payload_signed(backend: Backend) {
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
 
     rx.wait_for(5, Duration::from_secs(15)).await;
-    app.worker.run_once().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // All the work there is, done and recorded; nothing pending is left to be sent later.
+    app.drain().await;
+    assert_eq!(app.pending_deliveries().await, 0, "nothing is left to send");
     let got = rx.received();
     assert_eq!(got.len(), 5, "exactly one request per event");
     assert!(
         other_rx.received().is_empty(),
         "another model's webhook got fraud's events"
     );
+    let (s, b) = app
+        .get(ADMIN_TOKEN, &format!("{other_hooks}/{other}/deliveries"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        b["items"],
+        json!([]),
+        "another model's webhook has deliveries"
+    );
 
     let events = app.all_events(ADMIN_TOKEN, "acme").await;
     assert_eq!(events.len(), 5, "{events:#?}");
     let log = items(&deliveries(&app, &hook, "?limit=500").await);
     assert_eq!(log.len(), 5, "one delivery per event: {log:#?}");
+    assert!(
+        log.iter()
+            .all(|d| d["state"] == "succeeded" && d["attemptCount"] == 1),
+        "each delivered once, and done: {log:#?}"
+    );
     let key = signing_key(&app, &hook).await;
     let now = chrono::Utc::now().timestamp();
 
@@ -394,8 +410,10 @@ async fn only_subscribed_enabled_existing_webhooks_receive(backend: Backend) {
 
     rxa.wait_for(1, Duration::from_secs(10)).await;
     rxb.wait_for(1, Duration::from_secs(10)).await;
-    app.worker.run_once().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // All the work there is, done and recorded. Nothing is pending: no delivery was made for
+    // the disabled or the deleted webhook, to be sent now or ever.
+    app.drain().await;
+    assert_eq!(app.pending_deliveries().await, 0, "nothing is left to send");
     let got_a = rxa.received();
     assert_eq!(got_a.len(), 1, "a subscribes to CREATED only");
     assert_eq!(got_a[0].json()["eventTrigger"], "MODEL_VERSION_CREATED");
@@ -432,11 +450,18 @@ async fn only_subscribed_enabled_existing_webhooks_receive(backend: Backend) {
     app.version("acme", "fraud", json!({"version": "3.0.0"}))
         .await;
     rxe.wait_for(2, Duration::from_secs(10)).await;
-    app.worker.run_once().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.drain().await;
+    assert_eq!(
+        app.pending_deliveries().await,
+        0,
+        "a delivery is left for the deleted webhook"
+    );
     assert_eq!(rxa.received().len(), 2, "a deleted webhook got 3.0.0");
     assert!(rxc.received().is_empty());
-    assert_eq!(items(&deliveries(&app, &e, "").await).len(), 2);
+    assert!(items(&deliveries(&app, &c, "").await).is_empty());
+    let log_e = items(&deliveries(&app, &e, "").await);
+    assert_eq!(log_e.len(), 2);
+    assert!(log_e.iter().all(|d| d["attemptCount"] == 1), "{log_e:#?}");
     app.stop().await;
 }
 
@@ -671,7 +696,14 @@ async fn retries_keep_the_webhook_id_then_fail(backend: Backend) {
     }
     let text = d.to_string();
     assert!(!text.contains("s3cret"), "the secret leaks in the log");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Failed, with no next attempt (above): nothing is due now or later. What is in flight
+    // is finished and recorded; the receiver got exactly the four recorded attempts.
+    app.drain().await;
+    assert_eq!(
+        delivery(&app, &hook, &id).await["attemptCount"],
+        4,
+        "no attempt after the last retry"
+    );
     assert_eq!(rx.received().len(), 4, "no attempt after the last retry");
 
     // A failure then a success.
@@ -806,10 +838,17 @@ async fn redirect_timeout_connect_and_gone(backend: Backend) {
     app.version("acme", "fraud", json!({"version": "2.0.0"}))
         .await;
     redirect.wait_for(3, Duration::from_secs(10)).await;
-    app.worker.run_once().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // 2.0.0's deliveries exist (the redirect's arrived). All the work due is done and
+    // recorded; the disabled webhook has no delivery of 2.0.0, so it is never sent one.
+    app.drain().await;
     assert_eq!(gone.received().len(), 1, "a disabled webhook got 2.0.0");
-    assert_eq!(items(&deliveries(&app, &h_gone, "").await).len(), 1);
+    let log = items(&deliveries(&app, &h_gone, "").await);
+    assert_eq!(
+        log.len(),
+        1,
+        "a disabled webhook has a delivery of 2.0.0: {log:#?}"
+    );
+    assert_eq!(log[0]["attemptCount"], 1, "{log:#?}");
     app.stop().await;
 }
 
@@ -1341,9 +1380,13 @@ async fn killing_the_server_mid_delivery_loses_nothing(backend: Backend) {
 
 conformance!(disabling_a_webhook_stops_its_pending_retries);
 
+/// A failed delivery waits for its retry; the webhook is disabled meanwhile; the clock goes
+/// past every retry of the schedule, and the queue is drained: nothing is sent, the delivery
+/// still waits (for an enable), and no attempt was added.
 async fn disabling_a_webhook_stops_its_pending_retries(backend: Backend) {
     let app = TestApp::spawn_with(backend, |s| {
-        s.delivery.schedule = schedule("400ms,400ms,400ms");
+        // Retries far apart: only the test clock brings them due.
+        s.delivery.schedule = schedule("10m,10m,10m");
     })
     .await;
     let rx = TestReceiver::start().await;
@@ -1358,6 +1401,13 @@ async fn disabling_a_webhook_stops_its_pending_retries(backend: Backend) {
     app.version("acme", "fraud", json!({"version": "1.0.0"}))
         .await;
     rx.wait_for(1, Duration::from_secs(10)).await;
+    // The failure is recorded, its retry due in 10 minutes.
+    app.drain().await;
+    let log = items(&deliveries(&app, &hook, "").await);
+    assert_eq!(log.len(), 1, "{log:#?}");
+    assert_eq!(log[0]["state"], "pending", "{log:#?}");
+    assert_eq!(log[0]["attemptCount"], 1, "{log:#?}");
+    let id = log[0]["id"].as_str().expect("id").to_owned();
     let (s, b) = app
         .put(
             ADMIN_TOKEN,
@@ -1367,13 +1417,19 @@ async fn disabling_a_webhook_stops_its_pending_retries(backend: Backend) {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    let n = rx.received().len();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    app.worker.run_once().await.unwrap();
+    // Every retry of the schedule is due now, by the worker's clock.
+    app.clock.advance(Duration::from_secs(3600));
+    app.drain().await;
     assert_eq!(
         rx.received().len(),
-        n,
+        1,
         "a disabled webhook gets nothing, not even retries"
+    );
+    let d = delivery(&app, &hook, &id).await;
+    assert_eq!(d["attemptCount"], 1, "an attempt was recorded: {d:#}");
+    assert_eq!(
+        d["state"], "pending",
+        "the delivery waits for an enable: {d:#}"
     );
     app.stop().await;
 }
@@ -1406,7 +1462,13 @@ async fn a_backlog_goes_out_in_order_and_stops_when_the_webhook_is_disabled(back
     let (s, b) = app.put(ADMIN_TOKEN, &format!("{HOOKS}/{hook}"), off).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let at_disable = rx.received().len();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The attempt in flight, if any, finishes and is recorded, and no chained lease follows
+    // it; the webhook's due deliveries are not claimed.
+    assert_eq!(
+        app.drain().await,
+        0,
+        "a disabled webhook's deliveries were claimed"
+    );
     let got: Vec<String> = rx
         .received()
         .iter()
@@ -1426,6 +1488,12 @@ async fn a_backlog_goes_out_in_order_and_stops_when_the_webhook_is_disabled(back
         total - got.len(),
         "every delivery not sent is still pending"
     );
+    assert!(
+        pending.iter().all(|d| d["attemptCount"] == 0),
+        "{pending:#?}"
+    );
+    let sent = items(&deliveries(&app, &hook, "?state=succeeded&limit=500").await);
+    assert_eq!(sent.len(), got.len(), "one recorded attempt per request");
     app.stop().await;
 }
 

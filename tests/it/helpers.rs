@@ -185,6 +185,41 @@ impl TestApp {
         &self.store
     }
 
+    /// Does all the delivery work there is now ([`Worker::run_once`]): waits for the attempts
+    /// the worker loop has in flight, then sends everything due by the clock. When it returns,
+    /// every attempt due so far was made and recorded, and none is in flight: what receivers
+    /// got is final, unless the database still holds deliveries that will fall due. Answers
+    /// the attempts it made itself; panics after 30 s (a queue that never drains).
+    ///
+    /// [`Worker::run_once`]: berth::delivery::worker::Worker::run_once
+    pub async fn drain(&self) -> usize {
+        tokio::time::timeout(std::time::Duration::from_secs(30), self.worker.run_once())
+            .await
+            .expect("the delivery queue did not drain within 30 s")
+            .expect("run_once")
+    }
+
+    /// How many deliveries the database holds pending (due or not, leased or not), from
+    /// `/metrics`: 0 means no delivery will ever be sent again until a new event or a
+    /// redelivery.
+    pub async fn pending_deliveries(&self) -> u64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        text.lines()
+            .find_map(|l| l.strip_prefix("berth_delivery_queue_depth "))
+            .unwrap_or_else(|| panic!("no berth_delivery_queue_depth in /metrics:\n{text}"))
+            .trim()
+            .parse()
+            .expect("queue depth")
+    }
+
     /// PostgreSQL: the URL of this app's own database, for a test's raw connection.
     pub fn pg_url(&self) -> Option<&str> {
         self.pg.as_ref().map(|db| db.url.as_str())

@@ -11,11 +11,11 @@ use crate::helpers::{ADMIN_TOKEN, Backend, Reply, TestApp, TestReceiver, assert_
 
 const HOOKS: &str = "/api/v1/workspaces/acme/models/fraud/webhooks";
 
-async fn app_with(backend: Backend, auto_disable_after: Duration) -> TestApp {
+async fn app_with(backend: Backend, auto_disable_after: Duration, schedule: &str) -> TestApp {
+    let schedule = berth::delivery::schedule::RetrySchedule::parse(schedule).expect("schedule");
     TestApp::spawn_with(backend, move |s| {
         s.delivery.auto_disable_after = Some(auto_disable_after);
-        s.delivery.schedule =
-            berth::delivery::schedule::RetrySchedule::parse("200ms,200ms").expect("schedule");
+        s.delivery.schedule = schedule;
         // One attempt at a time per webhook: arrivals are in claim order.
         s.delivery.per_webhook_in_flight = 1;
     })
@@ -63,8 +63,10 @@ async fn create_version(app: &TestApp, version: &str, events: &mut Vec<(String, 
 
 conformance!(ops_failing_webhook_is_disabled_then_enable_sends_what_it_missed);
 
+/// On the test clock, with one retry 10 minutes after a failure: nothing waits for the
+/// schedule or the auto-disable period in real time.
 async fn ops_failing_webhook_is_disabled_then_enable_sends_what_it_missed(backend: Backend) {
-    let app = app_with(backend, Duration::from_secs(2)).await;
+    let app = app_with(backend, Duration::from_secs(3600), "10m").await;
     let rx = TestReceiver::start().await;
     rx.default_reply(Reply::status(500));
     let healthy_rx = TestReceiver::start().await;
@@ -75,26 +77,33 @@ async fn ops_failing_webhook_is_disabled_then_enable_sends_what_it_missed(backen
     let hook = create_hook(&app, &rx, "failing").await;
     let healthy = create_hook(&app, &healthy_rx, "healthy").await;
 
-    // Every attempt fails; keep events coming until the webhook has failed for 2 s.
+    // Every attempt fails. The first failure starts the run; 40 minutes on, 1.0.1 fails and
+    // 1.0.0's retry too (its last: it is failed), and the webhook is still enabled; 80
+    // minutes on, 1.0.2's first failure disables it. Each step drains the queue: every
+    // attempt due is made and recorded before the webhook is looked at.
     let mut events = Vec::new();
-    let started = Instant::now();
-    let mut i = 0;
-    let disabled = loop {
-        let w = webhook(&app, &hook).await;
-        if w["enabled"] == false {
-            break w;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "not disabled after 30 s of failures: {w}"
-        );
-        create_version(&app, &format!("1.0.{i}"), &mut events).await;
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
-    assert!(
-        started.elapsed() >= Duration::from_secs(2),
-        "disabled before auto_disable_after"
+    create_version(&app, "1.0.0", &mut events).await;
+    app.drain().await;
+    assert_eq!(
+        webhook(&app, &hook).await["enabled"],
+        true,
+        "disabled at its first failure"
+    );
+    app.clock.advance(Duration::from_secs(40 * 60));
+    create_version(&app, "1.0.1", &mut events).await;
+    app.drain().await;
+    let w = webhook(&app, &hook).await;
+    assert_eq!(
+        w["enabled"], true,
+        "disabled before auto_disable_after, after 40 minutes of failures: {w}"
+    );
+    app.clock.advance(Duration::from_secs(40 * 60));
+    create_version(&app, "1.0.2", &mut events).await;
+    app.drain().await;
+    let disabled = webhook(&app, &hook).await;
+    assert_eq!(
+        disabled["enabled"], false,
+        "not disabled after 80 minutes of failures: {disabled}"
     );
     let reason = disabled["disabledReason"].as_str().unwrap_or_default();
     assert!(
@@ -107,10 +116,15 @@ async fn ops_failing_webhook_is_disabled_then_enable_sends_what_it_missed(backen
         "a healthy webhook beside it stays enabled"
     );
 
-    // While it is disabled, events go on; it is sent nothing.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    app.worker.run_once().await.expect("drain");
+    // While it is disabled, events go on; it is sent nothing: not the new events (they get
+    // no delivery), not the retries still waiting (due by the clock, not claimed).
     let before = rx.received().len();
+    let log_before = deliveries_of(&app, &hook).await;
+    assert_eq!(
+        recorded_attempts(&log_before),
+        before as u64,
+        "{log_before:#?}"
+    );
     create_version(&app, "2.0.0", &mut events).await;
     create_version(&app, "2.0.1", &mut events).await;
     let (s, b) = app
@@ -122,13 +136,15 @@ async fn ops_failing_webhook_is_disabled_then_enable_sends_what_it_missed(backen
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     events.push(("MODEL_TAG_CHANGED".into(), "2.0.0".into()));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    app.worker.run_once().await.expect("drain");
+    app.clock.advance(Duration::from_secs(3600));
+    app.drain().await;
     assert_eq!(
         rx.received().len(),
         before,
         "a disabled webhook is sent nothing"
     );
+    let log = deliveries_of(&app, &hook).await;
+    assert_eq!(log, log_before, "a disabled webhook's deliveries changed");
 
     // Only a workspace admin may enable; an unknown webhook is a 404.
     let path = format!("{HOOKS}/{hook}/enable");
@@ -183,13 +199,28 @@ async fn ops_failing_webhook_is_disabled_then_enable_sends_what_it_missed(backen
         (&b["replayedFailed"], &b["missedEvents"], &b["pending"]),
         (&json!(0), &json!(0), &json!(0))
     );
-    app.worker.run_once().await.expect("drain");
+    app.drain().await;
+    assert_eq!(app.pending_deliveries().await, 0, "nothing is left to send");
     assert_eq!(
         rx.received().len(),
         from + events.len(),
         "nothing sent twice"
     );
     app.stop().await;
+}
+
+/// The webhook's deliveries, as the log shows them.
+async fn deliveries_of(app: &TestApp, hook: &str) -> Vec<Value> {
+    let (s, b) = app
+        .get(ADMIN_TOKEN, &format!("{HOOKS}/{hook}/deliveries?limit=500"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    b["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// The attempts recorded over these deliveries.
+fn recorded_attempts(log: &[Value]) -> u64 {
+    log.iter().filter_map(|d| d["attemptCount"].as_u64()).sum()
 }
 
 /// Waits until `n` attempts of the webhook's deliveries are recorded (not just sent): the
@@ -297,7 +328,7 @@ conformance!(ops_gone_disables_and_enable_replays_the_refused_delivery);
 /// 410 Gone disables at once, the same way: enable sends the refused delivery and what
 /// happened since.
 async fn ops_gone_disables_and_enable_replays_the_refused_delivery(backend: Backend) {
-    let app = app_with(backend, Duration::from_secs(3600)).await;
+    let app = app_with(backend, Duration::from_secs(3600), "200ms,200ms").await;
     let rx = TestReceiver::start().await;
     rx.script([Reply::status(410)]);
     app.workspace("acme").await;

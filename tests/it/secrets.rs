@@ -188,8 +188,20 @@ async fn no_secret_in_any_response_or_log_line() {
     .await;
     // 3 webhooks × 3 attempts each, all answered 500.
     rx.wait_for(2 + 9, Duration::from_secs(20)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let list = c.call(M::GET, hooks, &alice, None).await;
+    // Until the last attempts are recorded: every webhook's delivery has failed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let list = loop {
+        let list = c.call(M::GET, hooks, &alice, None).await;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        if items.len() == 3 && items.iter().all(|h| h["lastDelivery"]["state"] == "failed") {
+            break list;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deliveries did not fail: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     for h in list["items"].as_array().expect("items") {
         let hid = h["id"].as_str().expect("id");
         let deliveries = c
