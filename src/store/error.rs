@@ -32,6 +32,17 @@ impl Error {
         Error::Other(anyhow::anyhow!("{message}"))
     }
 
+    /// The same error again, for each of several callers one failure answers (a batch):
+    /// the kind is kept, the cause is told in words.
+    pub(crate) fn again(&self) -> Error {
+        match self {
+            Error::Conflict { field } => Error::Conflict { field },
+            Error::Unavailable(m) => Error::Unavailable(m.clone()),
+            Error::NulInText => Error::NulInText,
+            Error::Other(e) => Error::other(format!("{e:#}")),
+        }
+    }
+
     /// True for [`Error::Unavailable`].
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Error::Unavailable(_))

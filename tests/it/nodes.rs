@@ -507,6 +507,76 @@ async fn a_paused_node_cannot_record_over_the_new_owner_sqlite() {
     drop(server);
 }
 
+conformance!(successes_recorded_together_are_each_answered_for_their_own_lease);
+
+/// Successes recorded at once (PostgreSQL writes them in one batch, SQLite in one group
+/// commit) are each fenced by their own lease: in one go, two with their lease record, one
+/// under a lease taken since is refused, one whose webhook was deleted meanwhile is gone, and
+/// each answer names its own fate.
+async fn successes_recorded_together_are_each_answered_for_their_own_lease(backend: Backend) {
+    let rx = TestReceiver::start().await;
+    let (app, hook) = app_with_deliveries(backend, &rx, 3).await;
+    let (s, b) = app
+        .post(
+            ADMIN_TOKEN,
+            HOOKS,
+            json!({"name": "other", "url": rx.url, "triggers": ["MODEL_VERSION_CREATED"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let other = b["id"].as_str().expect("id").to_owned();
+    app.version("acme", "m", json!({"version": "2.0.0"})).await;
+    let store = app.store();
+    let now = app.clock.now_micros();
+    let taken = store
+        .claim_deliveries("a", now, now + 60 * MINUTE, 10, 10)
+        .await
+        .expect("claim");
+    let (mine, theirs): (Vec<_>, Vec<_>) = taken.iter().partition(|d| d.webhook.id == hook);
+    assert_eq!((mine.len(), theirs.len()), (4, 1), "{taken:#?}");
+    let (s, b) = app.delete(ADMIN_TOKEN, &format!("{HOOKS}/{other}")).await;
+    assert_eq!(s, 204, "{b}");
+    let mut stale = success(mine[1], "a", now);
+    stale.lease_token -= 1;
+    let calls = [
+        (mine[0], success(mine[0], "a", now)),
+        (mine[1], stale),
+        (theirs[0], success(theirs[0], "a", now)),
+        (mine[2], success(mine[2], "a", now)),
+    ];
+    let answers = futures_util::future::join_all(
+        calls
+            .iter()
+            .map(|(d, r)| store.record_attempt(&d.id, &d.webhook.id, r)),
+    )
+    .await;
+    let answers: Vec<Recorded> = answers.into_iter().map(|a| a.expect("record")).collect();
+    assert_eq!(
+        answers,
+        [
+            Recorded::Recorded,
+            Recorded::StaleLease,
+            Recorded::Gone,
+            Recorded::Recorded
+        ]
+    );
+    assert_eq!(attempt_nodes(&app, &hook, &mine[0].id).await, ["a"]);
+    assert!(attempt_nodes(&app, &hook, &mine[1].id).await.is_empty());
+    assert_eq!(attempt_nodes(&app, &hook, &mine[2].id).await, ["a"]);
+    // The refused one is still leased and pending, untouched.
+    let (s, b) = app
+        .get(
+            ADMIN_TOKEN,
+            &format!("{HOOKS}/{hook}/deliveries/{}", mine[1].id),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        (b["state"].as_str(), b["attemptCount"].as_i64()),
+        (Some("pending"), Some(0))
+    );
+}
+
 conformance!(a_node_beats_while_it_runs_and_removes_its_row_when_it_stops);
 
 /// The real binary registers at start, beats, and deletes its row on SIGTERM.

@@ -1,8 +1,13 @@
 //! [`Deliveries`] on PostgreSQL: a claim is one statement (`SKIP LOCKED`, so nodes claiming
-//! at once never wait on each other), an attempt one transaction.
+//! at once never wait on each other) leasing up to its limit; successful attempts are
+//! recorded in batches, like SQLite's group commit: the successes that finish while a batch
+//! is being written form the next one, one transaction of four statements whatever its size
+//! ([`AttemptBatcher`]). A failed attempt, which may start a run of failures, disable the
+//! webhook and audit it, is one transaction of its own.
 
 use async_trait::async_trait;
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, PgPool, Row};
+use tokio::sync::{mpsc, oneshot};
 
 use super::webhooks::disable;
 use super::{Postgres, audit_webhook};
@@ -16,7 +21,7 @@ use crate::store::deliveries::{
     RELEASE_LEASES, REPLAY_FAILED, Recorded, START_FAILING_RUN, attempt_from_row, claimed_from_row,
     delivery_from_row, disable_reason, disabled_details, redelivered_details, replayed_details,
 };
-use crate::store::{Result, now_micros};
+use crate::store::{Error, Result, now_micros};
 
 /// The claim, in one statement (one round trip): per enabled webhook, its oldest due,
 /// unleased deliveries up to its free slots (`LATERAL`), rows another node is claiming
@@ -149,6 +154,256 @@ async fn insert_attempt(tx: &mut PgConnection, delivery_id: &str, a: &AttemptRec
     Ok(())
 }
 
+/// The most successes recorded in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// The outcomes of a batch of successes, fenced by their lease tokens: one row per attempt
+/// (`$1` ids, `$2` states, `$3` next attempts, `$4` status codes, `$5` times, `$6` tokens);
+/// answers the deliveries it found under their tokens.
+const RECORD_OUTCOMES: &str = "UPDATE deliveries AS d SET attempt_count = d.attempt_count + 1, \
+     state = v.state, next_attempt_at = v.next_at, locked_until = NULL, locked_by = NULL, \
+     last_status_code = v.code, updated_at = v.at \
+     FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[]) \
+       AS v(id, state, next_at, code, at, token) \
+     WHERE d.id = v.id AND d.lease_token = v.token RETURNING d.id";
+
+/// The attempts of a batch, one array per column of [`INSERT_ATTEMPT`].
+const INSERT_ATTEMPTS: &str = "INSERT INTO delivery_attempts (delivery_id, attempt, \
+     started_at, duration_ms, status_code, error_class, error, request_url, request_headers, \
+     response_headers, response_body, node, response_headers_omitted) \
+     SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], \
+       $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
+       $13::int8[])";
+
+/// Successes end their webhooks' runs of failures.
+const END_FAILING_RUNS: &str = "UPDATE webhooks SET failing_since = NULL \
+     WHERE id = ANY($1) AND failing_since IS NOT NULL";
+
+/// Which of the deliveries a batch did not find under their tokens still exist (their lease
+/// was taken: [`Recorded::StaleLease`]); the others are gone.
+const EXISTING: &str = "SELECT id FROM deliveries WHERE id = ANY($1)";
+
+/// A success waiting for the batch that records it.
+struct Success {
+    delivery_id: String,
+    webhook_id: String,
+    result: AttemptResult,
+    answer: oneshot::Sender<Result<Recorded>>,
+}
+
+/// Records successful attempts in batches on one task: while a batch's transaction runs,
+/// the successes that arrive queue, and form the next batch. Each caller is answered once
+/// the transaction holding its attempt has committed (or failed: then nothing of the batch
+/// was written, and each caller may try again). One batch at a time, so two batches never
+/// lock the same webhook rows in opposite orders.
+pub(super) struct AttemptBatcher {
+    queue: mpsc::UnboundedSender<Success>,
+}
+
+impl AttemptBatcher {
+    /// Starts the batching task on `pool`; it ends when the batcher is dropped.
+    pub(super) fn start(pool: PgPool) -> AttemptBatcher {
+        let (queue, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_batches(pool, rx));
+        AttemptBatcher { queue }
+    }
+
+    async fn record(
+        &self,
+        delivery_id: &str,
+        webhook_id: &str,
+        result: &AttemptResult,
+    ) -> Result<Recorded> {
+        let (answer, answered) = oneshot::channel();
+        let gone = || Error::Unavailable("the attempt batcher has stopped".into());
+        self.queue
+            .send(Success {
+                delivery_id: delivery_id.to_owned(),
+                webhook_id: webhook_id.to_owned(),
+                result: result.clone(),
+                answer,
+            })
+            .map_err(|_| gone())?;
+        answered.await.map_err(|_| gone())?
+    }
+}
+
+async fn run_batches(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Success>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(s) => batch.push(s),
+                Err(_) => break,
+            }
+        }
+        match record_batch(&pool, &batch).await {
+            Ok(answers) => {
+                for (s, recorded) in batch.into_iter().zip(answers) {
+                    let _ = s.answer.send(Ok(recorded));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempts = batch.len(), "recording a batch of attempts failed");
+                for s in batch {
+                    let _ = s.answer.send(Err(e.again()));
+                }
+            }
+        }
+    }
+}
+
+/// Writes a batch of successes in one transaction; answers what became of each, in order.
+async fn record_batch(pool: &PgPool, batch: &[Success]) -> Result<Vec<Recorded>> {
+    let mut tx = pool.begin().await?;
+    let found: Vec<String> = sqlx::query(RECORD_OUTCOMES)
+        .bind(
+            batch
+                .iter()
+                .map(|s| s.delivery_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            batch
+                .iter()
+                .map(|s| s.result.state.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            batch
+                .iter()
+                .map(|s| s.result.next_attempt_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            batch
+                .iter()
+                .map(|s| s.result.attempt.status_code)
+                .collect::<Vec<_>>(),
+        )
+        .bind(batch.iter().map(|s| s.result.now).collect::<Vec<_>>())
+        .bind(
+            batch
+                .iter()
+                .map(|s| s.result.lease_token)
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<Result<_, _>>()?;
+    let found: std::collections::HashSet<String> = found.into_iter().collect();
+    let kept: Vec<&Success> = batch
+        .iter()
+        .filter(|s| found.contains(&s.delivery_id))
+        .collect();
+    if !kept.is_empty() {
+        let a = |s: &&Success| s.result.attempt.clone();
+        let attempts: Vec<AttemptRecord> = kept.iter().map(a).collect();
+        sqlx::query(INSERT_ATTEMPTS)
+            .bind(
+                kept.iter()
+                    .map(|s| s.delivery_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(attempts.iter().map(|a| a.attempt).collect::<Vec<_>>())
+            .bind(attempts.iter().map(|a| a.started_at).collect::<Vec<_>>())
+            .bind(attempts.iter().map(|a| a.duration_ms).collect::<Vec<_>>())
+            .bind(attempts.iter().map(|a| a.status_code).collect::<Vec<_>>())
+            .bind(
+                attempts
+                    .iter()
+                    .map(|a| a.error_class.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                attempts
+                    .iter()
+                    .map(|a| a.error.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                attempts
+                    .iter()
+                    .map(|a| a.request_url.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                attempts
+                    .iter()
+                    .map(|a| a.request_headers.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                attempts
+                    .iter()
+                    .map(|a| a.response_headers.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                attempts
+                    .iter()
+                    .map(|a| a.response_body.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(attempts.iter().map(|a| a.node.as_str()).collect::<Vec<_>>())
+            .bind(
+                attempts
+                    .iter()
+                    .map(|a| a.response_headers_omitted)
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *tx)
+            .await?;
+        let mut ending: Vec<&str> = kept
+            .iter()
+            .filter(|s| s.result.webhook_was_failing)
+            .map(|s| s.webhook_id.as_str())
+            .collect();
+        if !ending.is_empty() {
+            // Sorted: a batch locks webhook rows in one order.
+            ending.sort_unstable();
+            ending.dedup();
+            sqlx::query(END_FAILING_RUNS)
+                .bind(ending)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    let lost: Vec<&str> = batch
+        .iter()
+        .filter(|s| !found.contains(&s.delivery_id))
+        .map(|s| s.delivery_id.as_str())
+        .collect();
+    let existing: std::collections::HashSet<String> = if lost.is_empty() {
+        Default::default()
+    } else {
+        sqlx::query(EXISTING)
+            .bind(lost)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?
+    };
+    tx.commit().await?;
+    Ok(batch
+        .iter()
+        .map(|s| {
+            if found.contains(&s.delivery_id) {
+                Recorded::Recorded
+            } else if existing.contains(&s.delivery_id) {
+                // Another claim took the delivery since this attempt's lease.
+                Recorded::StaleLease
+            } else {
+                // The webhook (and so the delivery) was deleted meanwhile.
+                Recorded::Gone
+            }
+        })
+        .collect())
+}
+
 #[async_trait]
 impl Deliveries for Postgres {
     async fn claim_deliveries(
@@ -174,7 +429,8 @@ impl Deliveries for Postgres {
         self.load_claimed(won).await
     }
 
-    /// The next lease after a success is left to the next claim (`None`).
+    /// A success joins the next batch ([`AttemptBatcher`]); a failure is a transaction of
+    /// its own. The next lease after a success is left to the next claim (`None`).
     async fn record_attempt_then_lease(
         &self,
         delivery_id: &str,
@@ -182,6 +438,10 @@ impl Deliveries for Postgres {
         result: &AttemptResult,
         _next: Option<NextLease>,
     ) -> Result<(Recorded, Option<ClaimedDelivery>)> {
+        if result.attempt.error_class.is_none() {
+            let recorded = self.batcher.record(delivery_id, webhook_id, result).await?;
+            return Ok((recorded, None));
+        }
         let mut tx = self.pool.begin().await?;
         let recorded = record(&mut tx, delivery_id, webhook_id, result).await?;
         tx.commit().await?;

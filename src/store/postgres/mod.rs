@@ -31,6 +31,8 @@ pub struct Postgres {
     pool: PgPool,
     /// Where the pool connects: the `LISTEN` connection is its own, outside the pool.
     url: String,
+    /// Records successful attempts in batches (see `deliveries.rs`).
+    batcher: deliveries::AttemptBatcher,
     /// Wakes this process's delivery worker after a commit that wrote deliveries (other
     /// nodes hear of it through `pg_notify`, see `events::fan_out`).
     wake: Arc<Notify>,
@@ -53,6 +55,7 @@ impl Postgres {
             .await
             .context("cannot connect to PostgreSQL")?;
         Ok(Postgres {
+            batcher: deliveries::AttemptBatcher::start(pool.clone()),
             pool,
             url: url.to_owned(),
             wake,
