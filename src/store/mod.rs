@@ -49,7 +49,7 @@ pub use events::{EventCursor, EventRecord, Events};
 pub use models::{DeleteModel, Model, ModelPatch, ModelScopeRow, Models};
 pub use names::{NameClash, Names};
 pub use nodes::{DeadNode, NodeRecord, Nodes};
-pub use settings::Settings;
+pub use settings::ServerSettings;
 pub use sqlite::copy_sqlite;
 pub use users::{Caller, TokenInfo, User, Users};
 pub use versions::{
@@ -73,7 +73,7 @@ pub trait Storage:
     + Nodes
     + Audit
     + Names
-    + Settings
+    + ServerSettings
     + Send
     + Sync
 {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-use super::{Result, Settings, StatusDef};
+use super::{Result, ServerSettings, StatusDef};
 use crate::domain::{VersionNumber, look_alike_key, name_key};
 
 /// Names that would be taken for one another, all kept from before migration 0008.
@@ -47,7 +47,7 @@ pub(super) const PAGE: i64 = 1000;
 /// The names check, on either database. Each backend implements the steps;
 /// [`Names::check_names`], which runs them, is written once, here.
 #[async_trait]
-pub trait Names: Settings {
+pub trait Names: ServerSettings {
     /// Fills what migration 0008 could not, then logs a warning for every clash. Answers the
     /// clashes (those of tags only from the one-time pass, when it ran).
     async fn check_names(&self) -> Result<Vec<NameClash>> {

@@ -5,9 +5,9 @@ use async_trait::async_trait;
 
 use super::Result;
 
-/// Settings and health, on either database.
+/// Server-wide settings and health, on either database.
 #[async_trait]
-pub trait Settings {
+pub trait ServerSettings {
     /// A server-wide setting.
     async fn setting(&self, name: &str) -> Result<Option<String>>;
 

@@ -1,4 +1,4 @@
-//! [`Settings`] on PostgreSQL.
+//! [`ServerSettings`] on PostgreSQL.
 
 use std::time::Duration;
 
@@ -7,10 +7,10 @@ use sqlx::Row;
 
 use super::Postgres;
 use crate::store::Result;
-use crate::store::settings::{INIT_SETTING, PING, SETTING, Settings};
+use crate::store::settings::{INIT_SETTING, PING, SETTING, ServerSettings};
 
 #[async_trait]
-impl Settings for Postgres {
+impl ServerSettings for Postgres {
     async fn setting(&self, name: &str) -> Result<Option<String>> {
         let row = sqlx::query(SETTING)
             .bind(name)

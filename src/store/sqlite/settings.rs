@@ -1,11 +1,11 @@
-//! [`Settings`] on SQLite.
+//! [`ServerSettings`] on SQLite.
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::Sqlite;
 use crate::store::Result;
-use crate::store::settings::{INIT_SETTING, PING, SETTING, Settings};
+use crate::store::settings::{INIT_SETTING, PING, SETTING, ServerSettings};
 
 fn setting(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
     conn.prepare_cached(SETTING)?
@@ -14,7 +14,7 @@ fn setting(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
 }
 
 #[async_trait]
-impl Settings for Sqlite {
+impl ServerSettings for Sqlite {
     async fn setting(&self, name: &str) -> Result<Option<String>> {
         self.read(|conn| Ok(setting(conn, name)?))
     }
