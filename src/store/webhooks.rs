@@ -302,6 +302,16 @@ pub(super) const ENABLE_FAILED: &str = "UPDATE deliveries SET state = 'pending',
      next_attempt_at = $1, schedule_offset = attempt_count, updated_at = $1 \
      WHERE webhook_id = $2 AND state = 'failed' AND updated_at >= $3";
 
+/// Re-enabling: the model's events after `$2` (the webhook's `disabled_after_seq`) since the
+/// webhook was created (`$4`) that it has no delivery of: `$1` the workspace, `$3` the
+/// model, `$5` the webhook. (SQLite's whole answer; on PostgreSQL, only for webhooks
+/// disabled before migration 0010 noted a feed horizon.)
+pub(super) const MISSED_SINCE_SEQ: &str = "SELECT e.seq, e.id, e.event_trigger FROM events e \
+     WHERE e.workspace_id = $1 AND e.seq > $2 AND e.model_id = $3 \
+     AND e.occurred_at >= $4 AND NOT EXISTS ( \
+       SELECT 1 FROM deliveries d WHERE d.webhook_id = $5 AND d.event_seq = e.seq) \
+     ORDER BY e.seq";
+
 /// Re-enabling: a delivery of an event the webhook missed.
 pub(super) const INSERT_MISSED: &str = "INSERT INTO deliveries (id, webhook_id, event_seq, \
      event_id, event_trigger, state, next_attempt_at, created_at, updated_at) \
@@ -392,5 +402,6 @@ pub(super) const SHARED_SQL: &[&str] = &[
     ENABLE_PENDING,
     ENABLE_FAILED,
     INSERT_MISSED,
+    MISSED_SINCE_SEQ,
     ENABLE,
 ];

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
+use super::events::notify_deliveries;
 use super::webhooks::disable;
 use super::{Postgres, audit_webhook};
 use crate::domain::DeliveryState;
@@ -596,12 +597,4 @@ impl Deliveries for Postgres {
             .rows_affected();
         Ok(attempts + deliveries)
     }
-}
-
-/// Tells the listening nodes, when `tx` commits, that deliveries are due.
-pub(super) async fn notify_deliveries(tx: &mut PgConnection) -> Result<()> {
-    sqlx::query("SELECT pg_notify('berth_deliveries', '')")
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
 }

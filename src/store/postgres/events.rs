@@ -1,8 +1,14 @@
-//! [`Events`] on PostgreSQL (the feed in commit order, below [`FEED_HORIZON`]), and
-//! `insert_event` with its `fan_out`, run inside the transaction of the change they report.
+//! [`Events`] on PostgreSQL (the feed in commit order, below [`FEED_HORIZON`]);
+//! `insert_event` with its `fan_out`, run inside the transaction of the change they report;
+//! and the notification that tells every node's worker deliveries are due, sent and heard.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, Row};
+use tokio::sync::Notify;
 
 use super::Postgres;
 use crate::domain::{EventPayload, EventTrigger};
@@ -113,10 +119,7 @@ pub(super) async fn fan_out(
         q.execute(&mut *tx).await?;
     }
     if n > 0 {
-        // Delivered to listening nodes when the transaction commits.
-        sqlx::query("SELECT pg_notify('berth_deliveries', '')")
-            .execute(&mut *tx)
-            .await?;
+        notify_deliveries(tx).await?;
     }
     Ok(n)
 }
@@ -186,5 +189,59 @@ impl Postgres {
             Some(r) => Ok(r.try_get("tx")?),
             None => Ok(0),
         }
+    }
+}
+
+/// Tells the listening nodes, when `tx` commits, that deliveries are due
+/// ([`listen_for_deliveries`] hears it).
+pub(super) async fn notify_deliveries(tx: &mut PgConnection) -> Result<()> {
+    sqlx::query("SELECT pg_notify('berth_deliveries', '')")
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Wakes this node's worker when any node commits deliveries (`NOTIFY berth_deliveries`,
+/// sent by the committing transaction), so several nodes share one queue without polling
+/// fast, until `stop`. Reconnects on its own, waiting longer each time (one log line per
+/// wait) while PostgreSQL is away; the worker's slow poll covers any gap.
+pub(super) async fn listen_for_deliveries(
+    url: String,
+    wake: Arc<Notify>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    const FIRST_WAIT: Duration = Duration::from_secs(1);
+    const LONGEST_WAIT: Duration = Duration::from_secs(30);
+    let mut wait = FIRST_WAIT;
+    loop {
+        match PgListener::connect(&url).await {
+            Ok(mut listener) => match listener.listen("berth_deliveries").await {
+                Ok(()) => loop {
+                    wait = FIRST_WAIT;
+                    tokio::select! {
+                        n = listener.recv() => match n {
+                            Ok(_) => wake.notify_one(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "delivery notifications interrupted");
+                                break;
+                            }
+                        },
+                        _ = stop.changed() => return,
+                    }
+                },
+                Err(e) => tracing::warn!(error = %e, "cannot LISTEN for deliveries"),
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot connect to LISTEN for deliveries"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        // A notification may have been missed while the connection was down.
+        wake.notify_one();
+        wait = (wait * 2).min(LONGEST_WAIT);
     }
 }

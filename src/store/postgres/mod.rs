@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::Notify;
 
@@ -63,51 +63,6 @@ impl Postgres {
     }
 }
 
-/// Wakes this node's worker when any node commits deliveries (`NOTIFY berth_deliveries`,
-/// sent by the committing transaction), so several nodes share one queue without polling
-/// fast, until `stop`. Reconnects on its own, waiting longer each time (one log line per
-/// wait) while PostgreSQL is away; the worker's slow poll covers any gap.
-async fn listen_for_deliveries(
-    url: String,
-    wake: Arc<Notify>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    const FIRST_WAIT: Duration = Duration::from_secs(1);
-    const LONGEST_WAIT: Duration = Duration::from_secs(30);
-    let mut wait = FIRST_WAIT;
-    loop {
-        match PgListener::connect(&url).await {
-            Ok(mut listener) => match listener.listen("berth_deliveries").await {
-                Ok(()) => loop {
-                    wait = FIRST_WAIT;
-                    tokio::select! {
-                        n = listener.recv() => match n {
-                            Ok(_) => wake.notify_one(),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "delivery notifications interrupted");
-                                break;
-                            }
-                        },
-                        _ = stop.changed() => return,
-                    }
-                },
-                Err(e) => tracing::warn!(error = %e, "cannot LISTEN for deliveries"),
-            },
-            Err(e) => tracing::warn!(error = %e, "cannot connect to LISTEN for deliveries"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
-        // A notification may have been missed while the connection was down.
-        wake.notify_one();
-        wait = (wait * 2).min(LONGEST_WAIT);
-    }
-}
-
 #[async_trait::async_trait]
 impl Storage for Postgres {
     fn name(&self) -> &'static str {
@@ -122,7 +77,7 @@ impl Storage for Postgres {
     }
 
     fn listen_for_deliveries(&self, stop: tokio::sync::watch::Receiver<bool>) {
-        tokio::spawn(listen_for_deliveries(
+        tokio::spawn(events::listen_for_deliveries(
             self.url.clone(),
             self.wake.clone(),
             stop,

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use sqlx::{PgConnection, Row};
 
-use super::deliveries::notify_deliveries;
+use super::events::notify_deliveries;
 use super::{Postgres, audit_webhook, insert_audit, webhook_target};
 use crate::domain::{EventTrigger, name_key};
 use crate::store::audit::{AuditAction, AuditEntry, iso, webhook_summary};
@@ -15,9 +15,10 @@ use crate::store::deliveries::new_delivery_id;
 use crate::store::events::FEED_HORIZON;
 use crate::store::webhooks::{
     COUNT_WEBHOOKS, DELETE_WEBHOOK, ENABLE, ENABLE_FAILED, ENABLE_PENDING, EnableOutcome,
-    GET_WEBHOOK, GET_WEBHOOK_BY_NAME, INSERT_MISSED, LIST_WEBHOOKS, ROTATE_SIGNING_KEY,
-    SaveWebhooks, WEBHOOK_BY_ID, WebhookRecord, WebhookWrite, Webhooks, additions, enabled_details,
-    insert_webhook, trigger_of, update_entries, update_webhook, webhook_from_row,
+    GET_WEBHOOK, GET_WEBHOOK_BY_NAME, INSERT_MISSED, LIST_WEBHOOKS, MISSED_SINCE_SEQ,
+    ROTATE_SIGNING_KEY, SaveWebhooks, WEBHOOK_BY_ID, WebhookRecord, WebhookWrite, Webhooks,
+    additions, enabled_details, insert_webhook, trigger_of, update_entries, update_webhook,
+    webhook_from_row,
 };
 use crate::store::{Result, now_micros};
 
@@ -59,13 +60,6 @@ const ENABLE_ROW: &str = "SELECT workspace_id, triggers, enabled, failing_since,
 /// webhook was created (`$4`) that it has no delivery of.
 const MISSED_SINCE_XID: &str = "SELECT e.seq, e.id, e.event_trigger FROM events e \
      WHERE e.workspace_id = $1 AND e.tx_id >= $2::text::xid8 AND e.model_id = $3 \
-     AND e.occurred_at >= $4 AND NOT EXISTS ( \
-       SELECT 1 FROM deliveries d WHERE d.webhook_id = $5 AND d.event_seq = e.seq) \
-     ORDER BY e.seq";
-
-/// The same after a `seq`, for webhooks disabled before migration 0010 noted a horizon.
-const MISSED_SINCE_SEQ: &str = "SELECT e.seq, e.id, e.event_trigger FROM events e \
-     WHERE e.workspace_id = $1 AND e.seq > $2 AND e.model_id = $3 \
      AND e.occurred_at >= $4 AND NOT EXISTS ( \
        SELECT 1 FROM deliveries d WHERE d.webhook_id = $5 AND d.event_seq = e.seq) \
      ORDER BY e.seq";
