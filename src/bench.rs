@@ -26,6 +26,8 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::store::{PgBackend, PgBackends, PgCounters, PgProbe, WalLsn};
+
 const TOKEN: &str = "berth_bench_admin_token_0123456789";
 
 /// Options of `berth bench`.
@@ -566,10 +568,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     let data = tempfile_dir()?;
     // PostgreSQL: a fresh database beside the one named, dropped afterwards.
     let pg = match &args.database_url {
-        Some(url) => Some(PgScratch::create(url).await?),
+        Some(url) => Some(PgProbe::create_scratch(url).await?),
         None => None,
     };
-    let server = start_server(&data, pg.as_ref().map(|p| p.url.as_str()))?;
+    let server = start_server(&data, pg.as_ref().map(PgProbe::url))?;
     eprintln!("{RATE_LIMIT_NOTE}");
     let api = bench_api(&server).await?;
     let mut report = Report {
@@ -630,7 +632,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     eprintln!("6/6 footprint…");
     report.peak_rss_mb = rss_peak_mb(server.child.id());
     report.database_mb = match &pg {
-        Some(p) => p.size_mb().await?,
+        Some(p) => p.size_bytes().await? as f64 / 1_048_576.0,
         None => dir_mb(&data),
     };
     report.ratios = ratios(&report);
@@ -715,7 +717,7 @@ async fn scenario_throughput(
     args: &BenchArgs,
     api: &Arc<Api>,
     server_pid: u32,
-    pg: Option<&PgScratch>,
+    pg: Option<&PgProbe>,
 ) -> anyhow::Result<(ThroughputRun, Option<DeliveryCost>)> {
     let tp = Receiver::start().await?;
     api.post(
@@ -903,56 +905,6 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     Ok(dir)
 }
 
-struct PgScratch {
-    base: String,
-    name: String,
-    url: String,
-}
-
-impl PgScratch {
-    async fn create(base: &str) -> anyhow::Result<PgScratch> {
-        use sqlx::Connection;
-        let name = format!("berth_bench_{}", uuid::Uuid::now_v7().simple());
-        let mut conn = sqlx::PgConnection::connect(base)
-            .await
-            .context("connecting to PostgreSQL")?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await?;
-        let _ = conn.close().await;
-        let (prefix, _) = base.rsplit_once('/').context("the URL has no database")?;
-        Ok(PgScratch {
-            base: base.to_owned(),
-            url: format!("{prefix}/{name}"),
-            name,
-        })
-    }
-
-    async fn size_mb(&self) -> anyhow::Result<f64> {
-        use sqlx::{Connection, Row};
-        let mut conn = sqlx::PgConnection::connect(&self.url).await?;
-        let bytes: i64 = sqlx::query("SELECT pg_database_size(current_database()) AS n")
-            .fetch_one(&mut conn)
-            .await?
-            .try_get("n")?;
-        let _ = conn.close().await;
-        Ok(bytes as f64 / 1_048_576.0)
-    }
-
-    async fn drop_database(self) {
-        use sqlx::Connection;
-        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.base).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            )))
-            .execute(&mut conn)
-            .await;
-            let _ = conn.close().await;
-        }
-    }
-}
-
 /// The CPU time (user + system, all threads) a process has used, in clock ticks:
 /// `/proc/<pid>/stat` fields 14 and 15. None when the process is gone or not on this machine.
 fn cpu_ticks(pid: u32) -> Option<u64> {
@@ -994,15 +946,13 @@ struct PgSpent {
     statements: Option<i64>,
 }
 
-/// PostgreSQL's side of scenario 3. Its queries run on a connection to the database of
+/// PostgreSQL's side of scenario 3. Its counters are read on connections to the database of
 /// `--database-url`, not the bench's, so that they are not counted in the bench database's
 /// transactions; `pg_stat_statements`, when loaded, is read in the bench's database (two
 /// statements among thousands).
 struct PgMonitor {
-    conn: sqlx::PgConnection,
-    statements: Option<sqlx::PgConnection>,
-    name: String,
-    lsn: String,
+    counters: PgCounters,
+    lsn: WalLsn,
     xacts: i64,
     calls: Option<i64>,
     stop: tokio::sync::oneshot::Sender<()>,
@@ -1015,62 +965,36 @@ struct PgMonitor {
 const PG_STATS_SETTLE: Duration = Duration::from_secs(11);
 
 impl PgMonitor {
-    async fn start(pg: &PgScratch) -> anyhow::Result<PgMonitor> {
-        use sqlx::{Connection, Row};
-        let mut conn = sqlx::PgConnection::connect(&pg.base).await?;
-        let mut statements = None;
-        let preload: String =
-            sqlx::query("SELECT current_setting('shared_preload_libraries') AS s")
-                .fetch_one(&mut conn)
-                .await?
-                .try_get("s")?;
-        if preload.contains("pg_stat_statements") {
-            let mut c = sqlx::PgConnection::connect(&pg.url).await?;
-            if sqlx::raw_sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-                .execute(&mut c)
-                .await
-                .is_ok()
-            {
-                statements = Some(c);
-            }
-        }
+    async fn start(pg: &PgProbe) -> anyhow::Result<PgMonitor> {
+        let mut counters = pg.counters().await?;
         eprintln!(
             "3/6 waiting {}s for PostgreSQL's statistics to settle…",
             PG_STATS_SETTLE.as_secs()
         );
         tokio::time::sleep(PG_STATS_SETTLE).await;
-        let xacts = xact_commit(&mut conn, &pg.name).await?;
-        let calls = match &mut statements {
-            Some(c) => Some(statement_calls(c).await?),
-            None => None,
-        };
-        let lsn: String = sqlx::query("SELECT pg_current_wal_lsn()::text AS l")
-            .fetch_one(&mut conn)
-            .await?
-            .try_get("l")?;
+        let xacts = counters.xact_commit().await?;
+        let calls = counters.statement_calls().await?;
+        let lsn = counters.wal_lsn().await?;
         // The processes: sampled now (their CPU so far is not the run's) and every 200 ms
         // until the end, so a backend that ends meanwhile keeps its last figure.
         let mut seen = HashMap::new();
-        let mut sampling = sqlx::PgConnection::connect(&pg.base).await?;
-        sample_processes(&mut sampling, &pg.name, &mut seen, true).await;
+        let mut backends = pg.backends().await?;
+        sample_processes(&mut backends, &mut seen, true).await;
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let name = pg.name.clone();
         let sampler = tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = &mut stopped => break,
                     () = tokio::time::sleep(Duration::from_millis(200)) => {}
                 }
-                sample_processes(&mut sampling, &name, &mut seen, false).await;
+                sample_processes(&mut backends, &mut seen, false).await;
             }
-            sample_processes(&mut sampling, &name, &mut seen, false).await;
-            let _ = sampling.close().await;
+            sample_processes(&mut backends, &mut seen, false).await;
+            backends.close().await;
             seen
         });
         Ok(PgMonitor {
-            conn,
-            statements,
-            name: pg.name.clone(),
+            counters,
             lsn,
             xacts,
             calls,
@@ -1081,29 +1005,20 @@ impl PgMonitor {
 
     /// Called at the end of the run: the CPU and the WAL now, the counters once settled.
     async fn finish(mut self) -> anyhow::Result<PgSpent> {
-        use sqlx::{Connection, Row};
         let _ = self.stop.send(());
         let seen = self.sampler.await?;
-        let wal_bytes: f64 =
-            sqlx::query("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8 AS b")
-                .bind(&self.lsn)
-                .fetch_one(&mut self.conn)
-                .await?
-                .try_get("b")?;
+        let wal_bytes = self.counters.wal_bytes_since(&self.lsn).await?;
         eprintln!(
             "3/6 waiting {}s for PostgreSQL's statistics to settle…",
             PG_STATS_SETTLE.as_secs()
         );
         tokio::time::sleep(PG_STATS_SETTLE).await;
-        let transactions = xact_commit(&mut self.conn, &self.name).await? - self.xacts;
-        let statements = match (&mut self.statements, self.calls) {
-            (Some(c), Some(before)) => Some(statement_calls(c).await? - before),
+        let transactions = self.counters.xact_commit().await? - self.xacts;
+        let statements = match (self.counters.statement_calls().await?, self.calls) {
+            (Some(now), Some(before)) => Some(now - before),
             _ => None,
         };
-        let _ = self.conn.close().await;
-        if let Some(c) = self.statements {
-            let _ = c.close().await;
-        }
+        self.counters.close().await;
         let sum = |ours: bool| {
             let ticks: Vec<u64> = seen
                 .values()
@@ -1124,60 +1039,17 @@ impl PgMonitor {
     }
 }
 
-async fn xact_commit(conn: &mut sqlx::PgConnection, name: &str) -> anyhow::Result<i64> {
-    use sqlx::Row;
-    Ok(
-        sqlx::query("SELECT xact_commit AS n FROM pg_stat_database WHERE datname = $1")
-            .bind(name)
-            .fetch_one(conn)
-            .await?
-            .try_get("n")?,
-    )
-}
-
-async fn statement_calls(conn: &mut sqlx::PgConnection) -> anyhow::Result<i64> {
-    use sqlx::Row;
-    Ok(sqlx::query(
-        "SELECT coalesce(sum(calls), 0)::int8 AS n FROM pg_stat_statements \
-         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
-    )
-    .fetch_one(conn)
-    .await?
-    .try_get("n")?)
-}
-
-/// Reads the CPU of the PostgreSQL processes that serve database `name` (`ours`) and of the
-/// cluster's background processes, into `seen`. A process first seen at the `initial` sample
-/// counts from there; one that appears later started during the run and counts whole.
-async fn sample_processes(
-    conn: &mut sqlx::PgConnection,
-    name: &str,
-    seen: &mut HashMap<u32, Seen>,
-    initial: bool,
-) {
-    use sqlx::Row;
-    let Ok(rows) = sqlx::query(
-        "SELECT pid, datname IS NOT DISTINCT FROM $1 AS ours FROM pg_stat_activity \
-         WHERE pid <> pg_backend_pid() AND (datname = $1 OR backend_type IN \
-         ('walwriter', 'checkpointer', 'background writer', 'autovacuum launcher'))",
-    )
-    .bind(name)
-    .fetch_all(conn)
-    .await
-    else {
+/// Reads the CPU of the PostgreSQL processes that serve the bench's database (`ours`) and of
+/// the cluster's background processes, into `seen`. A process first seen at the `initial`
+/// sample counts from there; one that appears later started during the run and counts whole.
+async fn sample_processes(backends: &mut PgBackends, seen: &mut HashMap<u32, Seen>, initial: bool) {
+    let Ok(listed) = backends.list().await else {
         return;
     };
-    let listed: Vec<(u32, bool)> = rows
-        .iter()
-        .filter_map(|r| {
-            let pid: i32 = r.try_get("pid").ok()?;
-            Some((u32::try_from(pid).ok()?, r.try_get("ours").ok()?))
-        })
-        .collect();
     for s in seen.values_mut() {
         s.ended = true;
     }
-    for (pid, ours) in listed {
+    for PgBackend { pid, ours } in listed {
         if !is_local_postgres(pid) {
             continue;
         }
@@ -1193,55 +1065,12 @@ async fn sample_processes(
     }
 }
 
-/// The tables of scenario 1's floor, beside Berth's own in the bench's database: the columns,
-/// keys and indexes of `model_versions` and `events` (their foreign keys pointing at one-row
-/// tables), so that a floor transaction writes what a create writes.
-const FLOOR_TABLES: &str = "
-CREATE TABLE bench_floor_workspaces (id BIGINT PRIMARY KEY);
-CREATE TABLE bench_floor_models (id BIGINT PRIMARY KEY);
-INSERT INTO bench_floor_workspaces VALUES (1);
-INSERT INTO bench_floor_models VALUES (1), (16);
-CREATE TABLE bench_floor_versions (
-    id                    BIGINT  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    model_id              BIGINT  NOT NULL REFERENCES bench_floor_models(id),
-    version               TEXT    NOT NULL,
-    sort_key              TEXT    COLLATE \"C\" NOT NULL,
-    tags                  TEXT    NOT NULL,
-    status                TEXT,
-    source_experiment_key TEXT,
-    description           TEXT    NOT NULL DEFAULT '',
-    created_by            TEXT    NOT NULL,
-    created_at            BIGINT  NOT NULL,
-    updated_at            BIGINT  NOT NULL,
-    CONSTRAINT bench_floor_versions_model_version UNIQUE (model_id, version)
-);
-CREATE INDEX bench_floor_versions_order ON bench_floor_versions(model_id, sort_key, id);
-CREATE TABLE bench_floor_events (
-    seq           BIGINT  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    id            TEXT    NOT NULL UNIQUE,
-    workspace_id  BIGINT  NOT NULL REFERENCES bench_floor_workspaces(id),
-    model_id      BIGINT  NOT NULL,
-    event_trigger TEXT    NOT NULL,
-    payload       TEXT    NOT NULL,
-    occurred_at   BIGINT  NOT NULL
-);
-CREATE INDEX bench_floor_events_workspace ON bench_floor_events(workspace_id, seq);
-";
-
-/// Creates the floor's tables and writes its pgbench script into `dir`: one transaction of
-/// [`CREATE_INSERTS_ON_POSTGRES`] INSERTs, the events row's payload as long as the mean of
-/// the events scenario 1 has just written. pgbench's `:n` counts each client's transactions
+/// Creates the floor's tables ([`PgProbe::create_floor_tables`]) and writes its pgbench
+/// script into `dir`: one transaction of [`CREATE_INSERTS_ON_POSTGRES`] INSERTs, the events
+/// row's payload as long as the mean of the events scenario 1 has just written. pgbench's `:n` counts each client's transactions
 /// (`-D n=0`) and `:model` is the concurrency, so versions are unique as the API's are.
-async fn floor_setup(pg: &PgScratch, dir: &std::path::Path) -> anyhow::Result<Floor> {
-    use sqlx::{Connection, Row};
-    let mut conn = sqlx::PgConnection::connect(&pg.url).await?;
-    sqlx::raw_sql(FLOOR_TABLES).execute(&mut conn).await?;
-    let payload: f64 =
-        sqlx::query("SELECT coalesce(avg(octet_length(payload)), 0)::float8 AS n FROM events")
-            .fetch_one(&mut conn)
-            .await?
-            .try_get("n")?;
-    let _ = conn.close().await;
+async fn floor_setup(pg: &PgProbe, dir: &std::path::Path) -> anyhow::Result<Floor> {
+    let payload = pg.create_floor_tables().await?;
     let payload = payload.round() as usize;
     let now = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint";
     let script = format!(
@@ -1270,7 +1099,7 @@ async fn floor_setup(pg: &PgScratch, dir: &std::path::Path) -> anyhow::Result<Fl
 /// One pgbench run of the floor: `pgbench -n -f floor.sql -c C -j 2 -T secs URL`.
 async fn floor_run(
     pgbench: &str,
-    pg: &PgScratch,
+    pg: &PgProbe,
     dir: &std::path::Path,
     concurrency: usize,
     run: Duration,
@@ -1283,7 +1112,7 @@ async fn floor_run(
         .args(["-D", "n=0", "-D", &format!("model={concurrency}")])
         .args(["-c", &concurrency.to_string(), "-j", "2"])
         .args(["-T", &secs.to_string()])
-        .arg(&pg.url)
+        .arg(pg.url())
         .stdin(Stdio::null())
         .kill_on_drop(true);
     let failed = |error: String| FloorRun {

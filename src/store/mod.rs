@@ -49,6 +49,7 @@ pub use events::{EventCursor, EventRecord, Events};
 pub use models::{DeleteModel, Model, ModelPatch, ModelScopeRow, Models};
 pub use names::{NameClash, Names};
 pub use nodes::{DeadNode, NodeRecord, Nodes};
+pub use postgres::probe::{PgBackend, PgBackends, PgCounters, PgProbe, WalLsn};
 pub use settings::ServerSettings;
 pub use sqlite::copy_sqlite;
 pub use users::{Caller, TokenInfo, User, Users};

@@ -8,6 +8,7 @@ mod events;
 mod models;
 mod names;
 mod nodes;
+pub(crate) mod probe;
 mod settings;
 mod users;
 mod versions;
