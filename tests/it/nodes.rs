@@ -253,26 +253,21 @@ async fn a_lease_past_its_end_is_taken_over_and_its_holder_fenced(backend: Backe
         "the refused attempts are not counted: {d}"
     );
     assert_eq!(d["state"], "succeeded", "{d}");
-    match (backend, chained) {
-        (Backend::Sqlite, Some(chained)) => {
-            // The chained lease is fenced like a claim's.
-            clock.advance(Duration::from_secs(61 * 60));
-            let taken = claim(store, "c", clock.now_micros()).await;
-            assert_eq!(taken.len(), 1);
-            assert_eq!(taken[0].id, chained.id);
-            assert_eq!(taken[0].lease_token, chained.lease_token + 1);
-            let now = clock.now_micros();
-            assert_eq!(
-                store
-                    .record_attempt(&chained.id, &hook, &success(&chained, "b", now))
-                    .await
-                    .expect("record"),
-                Recorded::StaleLease
-            );
-        }
-        (Backend::Sqlite, None) => panic!("SQLite chains the next lease after a success"),
-        (Backend::Postgres, chained) => assert!(chained.is_none()),
-    }
+    // Both backends chain the next lease after a success, fenced like a claim's.
+    let chained = chained.expect("a success chains the webhook's next due delivery");
+    clock.advance(Duration::from_secs(61 * 60));
+    let taken = claim(store, "c", clock.now_micros()).await;
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].id, chained.id);
+    assert_eq!(taken[0].lease_token, chained.lease_token + 1);
+    let now = clock.now_micros();
+    assert_eq!(
+        store
+            .record_attempt(&chained.id, &hook, &success(&chained, "b", now))
+            .await
+            .expect("record"),
+        Recorded::StaleLease
+    );
     app.stop().await;
 }
 

@@ -189,7 +189,9 @@ struct Success {
     delivery_id: String,
     webhook_id: String,
     result: AttemptResult,
-    answer: oneshot::Sender<Result<Recorded>>,
+    /// Where to lease the webhook's next due delivery, in the same transaction.
+    next: Option<NextLease>,
+    answer: oneshot::Sender<Result<(Recorded, Option<ClaimedDelivery>)>>,
 }
 
 /// Records successful attempts in batches on one task: while a batch's transaction runs,
@@ -214,7 +216,8 @@ impl AttemptBatcher {
         delivery_id: &str,
         webhook_id: &str,
         result: &AttemptResult,
-    ) -> Result<Recorded> {
+        next: Option<NextLease>,
+    ) -> Result<(Recorded, Option<ClaimedDelivery>)> {
         let (answer, answered) = oneshot::channel();
         let gone = || Error::Unavailable("the attempt batcher has stopped".into());
         self.queue
@@ -222,6 +225,7 @@ impl AttemptBatcher {
                 delivery_id: delivery_id.to_owned(),
                 webhook_id: webhook_id.to_owned(),
                 result: result.clone(),
+                next,
                 answer,
             })
             .map_err(|_| gone())?;
@@ -240,8 +244,8 @@ async fn run_batches(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Success>) {
         }
         match record_batch(&pool, &batch).await {
             Ok(answers) => {
-                for (s, recorded) in batch.into_iter().zip(answers) {
-                    let _ = s.answer.send(Ok(recorded));
+                for (s, answer) in batch.into_iter().zip(answers) {
+                    let _ = s.answer.send(Ok(answer));
                 }
             }
             Err(e) => {
@@ -254,8 +258,12 @@ async fn run_batches(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Success>) {
     }
 }
 
-/// Writes a batch of successes in one transaction; answers what became of each, in order.
-async fn record_batch(pool: &PgPool, batch: &[Success]) -> Result<Vec<Recorded>> {
+/// Writes a batch of successes in one transaction; answers what became of each, in order,
+/// with the next lease of its webhook when it asked for one and one was due.
+async fn record_batch(
+    pool: &PgPool,
+    batch: &[Success],
+) -> Result<Vec<(Recorded, Option<ClaimedDelivery>)>> {
     let mut tx = pool.begin().await?;
     let found: Vec<String> = sqlx::query(RECORD_OUTCOMES)
         .bind(
@@ -388,21 +396,96 @@ async fn record_batch(pool: &PgPool, batch: &[Success]) -> Result<Vec<Recorded>>
             .map(|r| r.try_get("id"))
             .collect::<Result<_, _>>()?
     };
+    let mut chained = lease_next(&mut tx, &kept).await?;
     tx.commit().await?;
     Ok(batch
         .iter()
         .map(|s| {
             if found.contains(&s.delivery_id) {
-                Recorded::Recorded
+                let next = chained
+                    .get_mut(&s.webhook_id)
+                    .filter(|_| s.next.is_some())
+                    .and_then(Vec::pop);
+                (Recorded::Recorded, next)
             } else if existing.contains(&s.delivery_id) {
                 // Another claim took the delivery since this attempt's lease.
-                Recorded::StaleLease
+                (Recorded::StaleLease, None)
             } else {
                 // The webhook (and so the delivery) was deleted meanwhile.
-                Recorded::Gone
+                (Recorded::Gone, None)
             }
         })
         .collect())
+}
+
+/// After a batch of successes, in its transaction: per webhook, as many of its oldest due,
+/// unleased deliveries as it had successes asking for a next lease, if it is still enabled,
+/// leased (`$1` one webhook id per such success, `$2` now, `$3` until when, `$4` to whom) and
+/// answered by id. Each slot a success frees goes straight to the next delivery, with no
+/// claim in between; rows another node is claiming are skipped.
+const LEASE_NEXT: &str = "WITH want AS ( \
+       SELECT webhook_id, COUNT(*) AS n FROM unnest($1::text[]) AS t(webhook_id) \
+       GROUP BY webhook_id), \
+     cand AS ( \
+       SELECT d.id FROM want JOIN webhooks w ON w.id = want.webhook_id AND w.enabled = 1 \
+       CROSS JOIN LATERAL ( \
+         SELECT d.id FROM deliveries d WHERE d.webhook_id = want.webhook_id \
+         AND d.state = 'pending' AND d.next_attempt_at <= $2 \
+         AND (d.locked_until IS NULL OR d.locked_until <= $2) \
+         ORDER BY d.next_attempt_at, d.id LIMIT want.n \
+         FOR UPDATE OF d SKIP LOCKED) d) \
+     UPDATE deliveries SET locked_until = $3, locked_by = $4, \
+     lease_token = deliveries.lease_token + 1 FROM cand \
+     WHERE deliveries.id = cand.id RETURNING deliveries.id";
+
+/// The next leases of a batch's successes (see [`LEASE_NEXT`]), loaded, by webhook. All the
+/// successes of one process ask for leases to the same node; the latest `now` of the batch
+/// says what is due, and its lease end holds for all.
+async fn lease_next(
+    tx: &mut PgConnection,
+    kept: &[&Success],
+) -> Result<std::collections::HashMap<String, Vec<ClaimedDelivery>>> {
+    let asking: Vec<(&str, &NextLease)> = kept
+        .iter()
+        .filter_map(|s| s.next.as_ref().map(|n| (s.webhook_id.as_str(), n)))
+        .collect();
+    let Some(latest) = asking.iter().map(|(_, n)| *n).max_by_key(|n| n.now) else {
+        return Ok(Default::default());
+    };
+    let webhooks: Vec<&str> = asking
+        .iter()
+        .filter(|(_, n)| n.node == latest.node)
+        .map(|(w, _)| *w)
+        .collect();
+    let won: Vec<String> = sqlx::query(LEASE_NEXT)
+        .bind(webhooks)
+        .bind(latest.now)
+        .bind(latest.lease_until)
+        .bind(latest.node.as_str())
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<Result<_, _>>()?;
+    let mut by_webhook: std::collections::HashMap<String, Vec<ClaimedDelivery>> =
+        Default::default();
+    if won.is_empty() {
+        return Ok(by_webhook);
+    }
+    let sql = format!("{}d.id = ANY($1)", *CLAIMED_SELECT);
+    // The text is fixed above; the ids are bound.
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(won)
+        .fetch_all(&mut *tx)
+        .await?;
+    for row in &rows {
+        let claimed = claimed_from_row(row)?;
+        by_webhook
+            .entry(claimed.webhook.id.clone())
+            .or_default()
+            .push(claimed);
+    }
+    Ok(by_webhook)
 }
 
 #[async_trait]
@@ -430,18 +513,21 @@ impl Deliveries for Postgres {
         self.load_claimed(won).await
     }
 
-    /// A success joins the next batch ([`AttemptBatcher`]); a failure is a transaction of
-    /// its own. The next lease after a success is left to the next claim (`None`).
+    /// A success joins the next batch ([`AttemptBatcher`]), which leases the webhook's next
+    /// due delivery with `next`; a failure is a transaction of its own, and leaves the next
+    /// delivery to the next claim.
     async fn record_attempt_then_lease(
         &self,
         delivery_id: &str,
         webhook_id: &str,
         result: &AttemptResult,
-        _next: Option<NextLease>,
+        next: Option<NextLease>,
     ) -> Result<(Recorded, Option<ClaimedDelivery>)> {
         if result.attempt.error_class.is_none() {
-            let recorded = self.batcher.record(delivery_id, webhook_id, result).await?;
-            return Ok((recorded, None));
+            return self
+                .batcher
+                .record(delivery_id, webhook_id, result, next)
+                .await;
         }
         let mut tx = self.pool.begin().await?;
         let recorded = record(&mut tx, delivery_id, webhook_id, result).await?;
