@@ -5,11 +5,12 @@
 //! ([`AttemptBatcher`]). A failed attempt, which may start a run of failures, disable the
 //! webhook and audit it, is one transaction of its own.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use sqlx::{PgConnection, PgPool, Row};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::events::notify_deliveries;
 use super::webhooks::disable;
 use super::{Postgres, audit_webhook};
 use crate::domain::DeliveryState;
@@ -158,6 +159,12 @@ async fn insert_attempt(tx: &mut PgConnection, delivery_id: &str, a: &AttemptRec
 /// The most successes recorded in one transaction.
 const MAX_BATCH: usize = 512;
 
+/// How many batches' transactions may run at once: one commit's flush need not wait for the
+/// previous one's. They never wait on each other's rows: each delivery is in one batch,
+/// next leases skip rows another batch holds (`SKIP LOCKED`), and the webhook rows a batch
+/// touches (ending runs of failures) are locked in id order.
+const MAX_BATCHES_AT_ONCE: usize = 4;
+
 /// The outcomes of a batch of successes, fenced by their lease tokens: one row per attempt
 /// (`$1` ids, `$2` states, `$3` next attempts, `$4` status codes, `$5` times, `$6` tokens);
 /// answers the deliveries it found under their tokens.
@@ -194,11 +201,11 @@ struct Success {
     answer: oneshot::Sender<Result<(Recorded, Option<ClaimedDelivery>)>>,
 }
 
-/// Records successful attempts in batches on one task: while a batch's transaction runs,
-/// the successes that arrive queue, and form the next batch. Each caller is answered once
-/// the transaction holding its attempt has committed (or failed: then nothing of the batch
-/// was written, and each caller may try again). One batch at a time, so two batches never
-/// lock the same webhook rows in opposite orders.
+/// Records successful attempts in batches: the successes that arrive while the batches
+/// already running (at most [`MAX_BATCHES_AT_ONCE`]) are being written queue, and form the
+/// next batch. Each caller is answered once the transaction holding its attempt has
+/// committed (or failed: then nothing of the batch was written, and each caller may try
+/// again).
 pub(super) struct AttemptBatcher {
     queue: mpsc::UnboundedSender<Success>,
 }
@@ -234,7 +241,12 @@ impl AttemptBatcher {
 }
 
 async fn run_batches(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Success>) {
+    let running = Arc::new(Semaphore::new(MAX_BATCHES_AT_ONCE));
     while let Some(first) = rx.recv().await {
+        // While every batch slot is taken, successes queue and the next batch grows.
+        let Ok(slot) = running.clone().acquire_owned().await else {
+            return;
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -242,17 +254,25 @@ async fn run_batches(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Success>) {
                 Err(_) => break,
             }
         }
-        match record_batch(&pool, &batch).await {
-            Ok(answers) => {
-                for (s, answer) in batch.into_iter().zip(answers) {
-                    let _ = s.answer.send(Ok(answer));
-                }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            answer_batch(&pool, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn answer_batch(pool: &PgPool, batch: Vec<Success>) {
+    match record_batch(pool, &batch).await {
+        Ok(answers) => {
+            for (s, answer) in batch.into_iter().zip(answers) {
+                let _ = s.answer.send(Ok(answer));
             }
-            Err(e) => {
-                tracing::warn!(error = %e, attempts = batch.len(), "recording a batch of attempts failed");
-                for s in batch {
-                    let _ = s.answer.send(Err(e.again()));
-                }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, attempts = batch.len(), "recording a batch of attempts failed");
+            for s in batch {
+                let _ = s.answer.send(Err(e.again()));
             }
         }
     }
@@ -625,8 +645,8 @@ impl Deliveries for Postgres {
             redelivered_details(id),
         )
         .await?;
-        notify_deliveries(&mut tx).await?;
         tx.commit().await?;
+        self.woke(1);
         Ok(true)
     }
 
@@ -647,10 +667,8 @@ impl Deliveries for Postgres {
             replayed_details(since, requeued),
         )
         .await?;
-        if requeued > 0 {
-            notify_deliveries(&mut tx).await?;
-        }
         tx.commit().await?;
+        self.woke(requeued);
         Ok(requeued)
     }
 

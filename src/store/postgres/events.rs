@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::PgListener;
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::Notify;
 
 use super::Postgres;
@@ -118,9 +118,7 @@ pub(super) async fn fan_out(
         }
         q.execute(&mut *tx).await?;
     }
-    if n > 0 {
-        notify_deliveries(tx).await?;
-    }
+    // (The other nodes are told after the commit: see `Notifier`.)
     Ok(n)
 }
 
@@ -192,13 +190,40 @@ impl Postgres {
     }
 }
 
-/// Tells the listening nodes, when `tx` commits, that deliveries are due
-/// ([`listen_for_deliveries`] hears it).
-pub(super) async fn notify_deliveries(tx: &mut PgConnection) -> Result<()> {
-    sqlx::query("SELECT pg_notify('berth_deliveries', '')")
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
+/// Tells the other nodes' workers that deliveries are due (`NOTIFY berth_deliveries`, which
+/// [`listen_for_deliveries`] hears), after the commit that wrote them: one notification for
+/// however many commits asked meanwhile. Not inside the writing transaction: PostgreSQL
+/// makes the commits of notifying transactions take turns (a lock held from before the
+/// commit until after its WAL flush), which would make every event writer wait for the
+/// others' flushes again. A notification lost (the database away, the process killed between
+/// the commit and the notification) costs the other nodes at most their idle poll.
+pub(super) struct Notifier {
+    asked: Arc<Notify>,
+}
+
+impl Notifier {
+    /// Starts the task that sends the notifications, on `pool`; it ends with the process.
+    pub(super) fn start(pool: PgPool) -> Notifier {
+        let asked = Arc::new(Notify::new());
+        let waiting = asked.clone();
+        tokio::spawn(async move {
+            loop {
+                waiting.notified().await;
+                if let Err(e) = sqlx::query("SELECT pg_notify('berth_deliveries', '')")
+                    .execute(&pool)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot tell the other nodes deliveries are due");
+                }
+            }
+        });
+        Notifier { asked }
+    }
+
+    /// Asks for a notification (after a commit that wrote due deliveries).
+    pub(super) fn ask(&self) {
+        self.asked.notify_one();
+    }
 }
 
 /// Wakes this node's worker when any node commits deliveries (`NOTIFY berth_deliveries`,

@@ -34,12 +34,22 @@ pub struct Postgres {
     url: String,
     /// Records successful attempts in batches (see `deliveries.rs`).
     batcher: deliveries::AttemptBatcher,
-    /// Wakes this process's delivery worker after a commit that wrote deliveries (other
-    /// nodes hear of it through `pg_notify`, see `events::fan_out`).
+    /// Wakes this process's delivery worker after a commit that wrote deliveries.
     wake: Arc<Notify>,
+    /// Tells the other nodes (see `events::Notifier`).
+    notifier: events::Notifier,
 }
 
 impl Postgres {
+    /// After a commit that wrote `deliveries` due deliveries: wakes this process's worker
+    /// and tells the other nodes'.
+    fn woke(&self, deliveries: impl TryInto<u64>) {
+        if deliveries.try_into().unwrap_or(1) > 0 {
+            self.wake.notify_one();
+            self.notifier.ask();
+        }
+    }
+
     /// Connects to PostgreSQL at `url`. A request that waits longer than `acquire_timeout`
     /// for a connection (the database is away, or the pool is exhausted) fails as
     /// unavailable, which the API answers with 503.
@@ -57,6 +67,7 @@ impl Postgres {
             .context("cannot connect to PostgreSQL")?;
         Ok(Postgres {
             batcher: deliveries::AttemptBatcher::start(pool.clone()),
+            notifier: events::Notifier::start(pool.clone()),
             pool,
             url: url.to_owned(),
             wake,

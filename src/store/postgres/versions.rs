@@ -87,15 +87,6 @@ async fn apply_status(
     Ok((v, deliveries))
 }
 
-impl Postgres {
-    /// Wakes this process's worker when a commit wrote deliveries.
-    fn woke(&self, deliveries: usize) {
-        if deliveries > 0 {
-            self.wake.notify_one();
-        }
-    }
-}
-
 #[async_trait]
 impl Versions for Postgres {
     async fn create_version(&self, model: &ModelRef, new: &NewVersion) -> Result<Version> {

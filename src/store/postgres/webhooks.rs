@@ -7,7 +7,6 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use sqlx::{PgConnection, Row};
 
-use super::events::notify_deliveries;
 use super::{Postgres, audit_webhook, insert_audit, webhook_target};
 use crate::domain::{EventTrigger, name_key};
 use crate::store::audit::{AuditAction, AuditEntry, iso, webhook_summary};
@@ -259,7 +258,6 @@ async fn enable(
         enabled_details(&outcome),
     )
     .await?;
-    notify_deliveries(tx).await?;
     Ok(Some(outcome))
 }
 
@@ -426,7 +424,7 @@ impl Webhooks for Postgres {
         let outcome = enable(&mut tx, model_id, id, actor).await?;
         tx.commit().await?;
         if outcome.is_some() {
-            self.wake.notify_one();
+            self.woke(1);
         }
         Ok(outcome)
     }
