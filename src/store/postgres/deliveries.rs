@@ -1,8 +1,8 @@
 //! [`Deliveries`] on PostgreSQL: a claim is one statement (`SKIP LOCKED`, so nodes claiming
 //! at once never wait on each other) leasing up to its limit; successful attempts are
 //! recorded in batches, like SQLite's group commit: the successes that finish while a batch
-//! is being written form the next one, one transaction of four statements whatever its size
-//! ([`AttemptBatcher`]). A failed attempt, which may start a run of failures, disable the
+//! is being written form the next one, one statement whatever its size, which also leases
+//! each webhook's next due delivery for the slot a success frees ([`AttemptBatcher`]). A failed attempt, which may start a run of failures, disable the
 //! webhook and audit it, is one transaction of its own.
 
 use std::sync::Arc;
@@ -165,32 +165,6 @@ const MAX_BATCH: usize = 512;
 /// touches (ending runs of failures) are locked in id order.
 const MAX_BATCHES_AT_ONCE: usize = 4;
 
-/// The outcomes of a batch of successes, fenced by their lease tokens: one row per attempt
-/// (`$1` ids, `$2` states, `$3` next attempts, `$4` status codes, `$5` times, `$6` tokens);
-/// answers the deliveries it found under their tokens.
-const RECORD_OUTCOMES: &str = "UPDATE deliveries AS d SET attempt_count = d.attempt_count + 1, \
-     state = v.state, next_attempt_at = v.next_at, locked_until = NULL, locked_by = NULL, \
-     last_status_code = v.code, updated_at = v.at \
-     FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[]) \
-       AS v(id, state, next_at, code, at, token) \
-     WHERE d.id = v.id AND d.lease_token = v.token RETURNING d.id";
-
-/// The attempts of a batch, one array per column of [`INSERT_ATTEMPT`].
-const INSERT_ATTEMPTS: &str = "INSERT INTO delivery_attempts (delivery_id, attempt, \
-     started_at, duration_ms, status_code, error_class, error, request_url, request_headers, \
-     response_headers, response_body, node, response_headers_omitted) \
-     SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], \
-       $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
-       $13::int8[])";
-
-/// Successes end their webhooks' runs of failures.
-const END_FAILING_RUNS: &str = "UPDATE webhooks SET failing_since = NULL \
-     WHERE id = ANY($1) AND failing_since IS NOT NULL";
-
-/// Which of the deliveries a batch did not find under their tokens still exist (their lease
-/// was taken: [`Recorded::StaleLease`]); the others are gone.
-const EXISTING: &str = "SELECT id FROM deliveries WHERE id = ANY($1)";
-
 /// A success waiting for the batch that records it.
 struct Success {
     delivery_id: String,
@@ -278,14 +252,88 @@ async fn answer_batch(pool: &PgPool, batch: Vec<Success>) {
     }
 }
 
-/// Writes a batch of successes in one transaction; answers what became of each, in order,
-/// with the next lease of its webhook when it asked for one and one was due.
+/// A batch of successes as one statement, so one round trip and one implicit transaction
+/// (its data-modifying parts see one snapshot, and commit or fail together):
+/// - `rec`: the outcomes, each fenced by its lease token (`$1`-`$6`: ids, states, next
+///   attempts, status codes, times, tokens), answering the deliveries found under them;
+/// - `att`: the attempts of those, one array per column of [`INSERT_ATTEMPT`] (`$7`-`$19`);
+/// - `ended`: the runs of failures those successes end (`$20`: the webhooks that were
+///   failing);
+/// - `nxt`: per webhook, as many of its oldest due, unleased deliveries as it had recorded
+///   successes asking for a next lease (`$21`: their delivery ids), if it is still enabled,
+///   leased at `$22` until `$23` to `$24`, rows another node is claiming skipped. (The
+///   recorded ones are leased in the statement's snapshot, so none of them is taken.)
+///
+/// Answers one row per recorded success (`r`), per next lease (`n`, with its webhook), and
+/// per delivery of the batch that exists (`x`): one not recorded but existing lost its
+/// lease to another claim; one not existing is gone.
+const RECORD_BATCH: &str = "WITH v AS ( \
+       SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], \
+         $6::int8[]) AS v(id, state, next_at, code, at, token)), \
+     rec AS ( \
+       UPDATE deliveries AS d SET attempt_count = d.attempt_count + 1, state = v.state, \
+       next_attempt_at = v.next_at, locked_until = NULL, locked_by = NULL, \
+       last_status_code = v.code, updated_at = v.at \
+       FROM v WHERE d.id = v.id AND d.lease_token = v.token RETURNING d.id, d.webhook_id), \
+     att AS ( \
+       INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, \
+       status_code, error_class, error, request_url, request_headers, response_headers, \
+       response_body, node, response_headers_omitted) \
+       SELECT a.* FROM unnest($7::text[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], \
+         $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], \
+         $18::text[], $19::int8[]) AS a(delivery_id, attempt, started_at, duration_ms, \
+         status_code, error_class, error, request_url, request_headers, response_headers, \
+         response_body, node, response_headers_omitted) \
+       WHERE a.delivery_id IN (SELECT id FROM rec)), \
+     ended AS ( \
+       UPDATE webhooks SET failing_since = NULL WHERE id = ANY($20) \
+       AND failing_since IS NOT NULL AND id IN (SELECT webhook_id FROM rec)), \
+     want AS ( \
+       SELECT rec.webhook_id, COUNT(*) AS n FROM rec WHERE rec.id = ANY($21) \
+       GROUP BY rec.webhook_id), \
+     cand AS ( \
+       SELECT d.id FROM want JOIN webhooks w ON w.id = want.webhook_id AND w.enabled = 1 \
+       CROSS JOIN LATERAL ( \
+         SELECT d.id FROM deliveries d WHERE d.webhook_id = want.webhook_id \
+         AND d.state = 'pending' AND d.next_attempt_at <= $22 \
+         AND (d.locked_until IS NULL OR d.locked_until <= $22) \
+         ORDER BY d.next_attempt_at, d.id LIMIT want.n \
+         FOR UPDATE OF d SKIP LOCKED) d), \
+     nxt AS ( \
+       UPDATE deliveries SET locked_until = $23, locked_by = $24, \
+       lease_token = deliveries.lease_token + 1 FROM cand \
+       WHERE deliveries.id = cand.id RETURNING deliveries.id, deliveries.webhook_id) \
+     SELECT 'r' AS kind, id, webhook_id FROM rec \
+     UNION ALL SELECT 'n', id, webhook_id FROM nxt \
+     UNION ALL SELECT 'x', id, webhook_id FROM deliveries WHERE id = ANY($1)";
+
+/// Writes a batch of successes in one statement ([`RECORD_BATCH`]); answers what became of
+/// each, in order, with the next lease of its webhook (loaded) when it asked for one and one
+/// was due. All the successes of one process ask for leases to the same node; the latest
+/// `now` of the batch says what is due, and its lease end holds for all.
 async fn record_batch(
     pool: &PgPool,
     batch: &[Success],
 ) -> Result<Vec<(Recorded, Option<ClaimedDelivery>)>> {
-    let mut tx = pool.begin().await?;
-    let found: Vec<String> = sqlx::query(RECORD_OUTCOMES)
+    let asking = batch.iter().filter_map(|s| s.next.as_ref().map(|n| (s, n)));
+    let latest = asking.clone().map(|(_, n)| n).max_by_key(|n| n.now);
+    let chain: Vec<&str> = match latest {
+        Some(l) => asking
+            .filter(|(_, n)| n.node == l.node)
+            .map(|(s, _)| s.delivery_id.as_str())
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut failing: Vec<&str> = batch
+        .iter()
+        .filter(|s| s.result.webhook_was_failing)
+        .map(|s| s.webhook_id.as_str())
+        .collect();
+    // Sorted: a batch locks webhook rows in one order.
+    failing.sort_unstable();
+    failing.dedup();
+    let a: Vec<&AttemptRecord> = batch.iter().map(|s| &s.result.attempt).collect();
+    let rows = sqlx::query(RECORD_BATCH)
         .bind(
             batch
                 .iter()
@@ -304,12 +352,7 @@ async fn record_batch(
                 .map(|s| s.result.next_attempt_at)
                 .collect::<Vec<_>>(),
         )
-        .bind(
-            batch
-                .iter()
-                .map(|s| s.result.attempt.status_code)
-                .collect::<Vec<_>>(),
-        )
+        .bind(a.iter().map(|a| a.status_code).collect::<Vec<_>>())
         .bind(batch.iter().map(|s| s.result.now).collect::<Vec<_>>())
         .bind(
             batch
@@ -317,111 +360,88 @@ async fn record_batch(
                 .map(|s| s.result.lease_token)
                 .collect::<Vec<_>>(),
         )
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| r.try_get("id"))
-        .collect::<Result<_, _>>()?;
-    let found: std::collections::HashSet<String> = found.into_iter().collect();
-    let kept: Vec<&Success> = batch
-        .iter()
-        .filter(|s| found.contains(&s.delivery_id))
-        .collect();
-    if !kept.is_empty() {
-        let a = |s: &&Success| s.result.attempt.clone();
-        let attempts: Vec<AttemptRecord> = kept.iter().map(a).collect();
-        sqlx::query(INSERT_ATTEMPTS)
-            .bind(
-                kept.iter()
-                    .map(|s| s.delivery_id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(attempts.iter().map(|a| a.attempt).collect::<Vec<_>>())
-            .bind(attempts.iter().map(|a| a.started_at).collect::<Vec<_>>())
-            .bind(attempts.iter().map(|a| a.duration_ms).collect::<Vec<_>>())
-            .bind(attempts.iter().map(|a| a.status_code).collect::<Vec<_>>())
-            .bind(
-                attempts
-                    .iter()
-                    .map(|a| a.error_class.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                attempts
-                    .iter()
-                    .map(|a| a.error.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                attempts
-                    .iter()
-                    .map(|a| a.request_url.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                attempts
-                    .iter()
-                    .map(|a| a.request_headers.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                attempts
-                    .iter()
-                    .map(|a| a.response_headers.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                attempts
-                    .iter()
-                    .map(|a| a.response_body.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(attempts.iter().map(|a| a.node.as_str()).collect::<Vec<_>>())
-            .bind(
-                attempts
-                    .iter()
-                    .map(|a| a.response_headers_omitted)
-                    .collect::<Vec<_>>(),
-            )
-            .execute(&mut *tx)
-            .await?;
-        let mut ending: Vec<&str> = kept
-            .iter()
-            .filter(|s| s.result.webhook_was_failing)
-            .map(|s| s.webhook_id.as_str())
-            .collect();
-        if !ending.is_empty() {
-            // Sorted: a batch locks webhook rows in one order.
-            ending.sort_unstable();
-            ending.dedup();
-            sqlx::query(END_FAILING_RUNS)
-                .bind(ending)
-                .execute(&mut *tx)
-                .await?;
+        .bind(
+            batch
+                .iter()
+                .map(|s| s.delivery_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(a.iter().map(|a| a.attempt).collect::<Vec<_>>())
+        .bind(a.iter().map(|a| a.started_at).collect::<Vec<_>>())
+        .bind(a.iter().map(|a| a.duration_ms).collect::<Vec<_>>())
+        .bind(a.iter().map(|a| a.status_code).collect::<Vec<_>>())
+        .bind(
+            a.iter()
+                .map(|a| a.error_class.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(a.iter().map(|a| a.error.as_deref()).collect::<Vec<_>>())
+        .bind(a.iter().map(|a| a.request_url.as_str()).collect::<Vec<_>>())
+        .bind(
+            a.iter()
+                .map(|a| a.request_headers.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            a.iter()
+                .map(|a| a.response_headers.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            a.iter()
+                .map(|a| a.response_body.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(a.iter().map(|a| a.node.as_str()).collect::<Vec<_>>())
+        .bind(
+            a.iter()
+                .map(|a| a.response_headers_omitted)
+                .collect::<Vec<_>>(),
+        )
+        .bind(failing)
+        .bind(chain)
+        .bind(latest.map_or(0, |l| l.now))
+        .bind(latest.map_or(0, |l| l.lease_until))
+        .bind(latest.map_or("", |l| l.node.as_str()))
+        .fetch_all(pool)
+        .await?;
+    let mut recorded = std::collections::HashSet::new();
+    let mut existing = std::collections::HashSet::new();
+    let mut leased = Vec::new();
+    for row in &rows {
+        let kind: String = row.try_get("kind")?;
+        let id: String = row.try_get("id")?;
+        match kind.as_str() {
+            "r" => {
+                recorded.insert(id);
+            }
+            "n" => leased.push(id),
+            _ => {
+                existing.insert(id);
+            }
         }
     }
-    let lost: Vec<&str> = batch
-        .iter()
-        .filter(|s| !found.contains(&s.delivery_id))
-        .map(|s| s.delivery_id.as_str())
-        .collect();
-    let existing: std::collections::HashSet<String> = if lost.is_empty() {
-        Default::default()
-    } else {
-        sqlx::query(EXISTING)
-            .bind(lost)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| r.try_get("id"))
-            .collect::<Result<_, _>>()?
-    };
-    let mut chained = lease_next(&mut tx, &kept).await?;
-    tx.commit().await?;
+    let mut chained: std::collections::HashMap<String, Vec<ClaimedDelivery>> = Default::default();
+    if !leased.is_empty() {
+        let sql = format!("{}d.id = ANY($1)", *CLAIMED_SELECT);
+        // The text is fixed above; the ids are bound. A lease whose webhook was deleted
+        // since is simply not there.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(leased)
+            .fetch_all(pool)
+            .await?;
+        for row in &rows {
+            let claimed = claimed_from_row(row)?;
+            chained
+                .entry(claimed.webhook.id.clone())
+                .or_default()
+                .push(claimed);
+        }
+    }
     Ok(batch
         .iter()
         .map(|s| {
-            if found.contains(&s.delivery_id) {
+            if recorded.contains(&s.delivery_id) {
                 let next = chained
                     .get_mut(&s.webhook_id)
                     .filter(|_| s.next.is_some())
@@ -436,76 +456,6 @@ async fn record_batch(
             }
         })
         .collect())
-}
-
-/// After a batch of successes, in its transaction: per webhook, as many of its oldest due,
-/// unleased deliveries as it had successes asking for a next lease, if it is still enabled,
-/// leased (`$1` one webhook id per such success, `$2` now, `$3` until when, `$4` to whom) and
-/// answered by id. Each slot a success frees goes straight to the next delivery, with no
-/// claim in between; rows another node is claiming are skipped.
-const LEASE_NEXT: &str = "WITH want AS ( \
-       SELECT webhook_id, COUNT(*) AS n FROM unnest($1::text[]) AS t(webhook_id) \
-       GROUP BY webhook_id), \
-     cand AS ( \
-       SELECT d.id FROM want JOIN webhooks w ON w.id = want.webhook_id AND w.enabled = 1 \
-       CROSS JOIN LATERAL ( \
-         SELECT d.id FROM deliveries d WHERE d.webhook_id = want.webhook_id \
-         AND d.state = 'pending' AND d.next_attempt_at <= $2 \
-         AND (d.locked_until IS NULL OR d.locked_until <= $2) \
-         ORDER BY d.next_attempt_at, d.id LIMIT want.n \
-         FOR UPDATE OF d SKIP LOCKED) d) \
-     UPDATE deliveries SET locked_until = $3, locked_by = $4, \
-     lease_token = deliveries.lease_token + 1 FROM cand \
-     WHERE deliveries.id = cand.id RETURNING deliveries.id";
-
-/// The next leases of a batch's successes (see [`LEASE_NEXT`]), loaded, by webhook. All the
-/// successes of one process ask for leases to the same node; the latest `now` of the batch
-/// says what is due, and its lease end holds for all.
-async fn lease_next(
-    tx: &mut PgConnection,
-    kept: &[&Success],
-) -> Result<std::collections::HashMap<String, Vec<ClaimedDelivery>>> {
-    let asking: Vec<(&str, &NextLease)> = kept
-        .iter()
-        .filter_map(|s| s.next.as_ref().map(|n| (s.webhook_id.as_str(), n)))
-        .collect();
-    let Some(latest) = asking.iter().map(|(_, n)| *n).max_by_key(|n| n.now) else {
-        return Ok(Default::default());
-    };
-    let webhooks: Vec<&str> = asking
-        .iter()
-        .filter(|(_, n)| n.node == latest.node)
-        .map(|(w, _)| *w)
-        .collect();
-    let won: Vec<String> = sqlx::query(LEASE_NEXT)
-        .bind(webhooks)
-        .bind(latest.now)
-        .bind(latest.lease_until)
-        .bind(latest.node.as_str())
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| r.try_get("id"))
-        .collect::<Result<_, _>>()?;
-    let mut by_webhook: std::collections::HashMap<String, Vec<ClaimedDelivery>> =
-        Default::default();
-    if won.is_empty() {
-        return Ok(by_webhook);
-    }
-    let sql = format!("{}d.id = ANY($1)", *CLAIMED_SELECT);
-    // The text is fixed above; the ids are bound.
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(won)
-        .fetch_all(&mut *tx)
-        .await?;
-    for row in &rows {
-        let claimed = claimed_from_row(row)?;
-        by_webhook
-            .entry(claimed.webhook.id.clone())
-            .or_default()
-            .push(claimed);
-    }
-    Ok(by_webhook)
 }
 
 #[async_trait]
