@@ -207,6 +207,59 @@ async fn clean_old_deliveries(
     }
 }
 
+/// Every `every`, vacuums the delivery queue's table when it holds
+/// [`QUEUE_VACUUM_DEAD_ROWS`](crate::config::QUEUE_VACUUM_DEAD_ROWS) dead row versions or
+/// more (`Deliveries::tend_queue`): autovacuum visits a database about once a minute, and
+/// meanwhile each claim walks past every dead entry of the queue's indexes. Ends at once
+/// on a backend with nothing to tend (SQLite), or where this user may not vacuum.
+async fn tend_delivery_queue(
+    store: Store,
+    every: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use crate::store::Tending;
+    let mut failing = false;
+    loop {
+        let started = std::time::Instant::now();
+        match store
+            .tend_queue(crate::config::QUEUE_VACUUM_DEAD_ROWS)
+            .await
+        {
+            Ok(Tending::NothingToTend) => return,
+            Ok(Tending::NotPermitted) => {
+                tracing::warn!(
+                    "this database user does not own the deliveries table and may not vacuum \
+                     it; its dead rows wait for autovacuum (set queue_vacuum_interval = \"0s\" \
+                     to silence this)"
+                );
+                return;
+            }
+            Ok(Tending::Vacuumed { dead_rows }) => {
+                tracing::debug!(
+                    dead_rows,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "vacuumed the delivery queue"
+                );
+                failing = false;
+            }
+            Ok(Tending::Clean { .. } | Tending::Busy) => failing = false,
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot vacuum the delivery queue; will retry");
+                    failing = true;
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
 /// Serves on `listener`, with the delivery worker beside it, until `shutdown` completes; then
 /// stops accepting, lets requests and attempts in flight finish (attempts within the grace
 /// period), and releases this node's delivery leases.
@@ -225,6 +278,13 @@ pub async fn run(
         .then(|| tokio::spawn(state.worker.clone().run(stop_rx.clone(), grace)));
     if role.runs_worker() {
         state.store.listen_for_deliveries(stop_rx.clone());
+        if let Some(every) = state.settings.delivery.queue_vacuum_interval {
+            tokio::spawn(tend_delivery_queue(
+                state.store.clone(),
+                every,
+                stop_rx.clone(),
+            ));
+        }
         if state.settings.retention_days > 0 {
             tokio::spawn(clean_old_deliveries(
                 state.store.clone(),

@@ -66,6 +66,10 @@ pub struct Overrides {
     /// How long a node may be silent before the others take over its deliveries, e.g. 5s
     #[arg(long, env = "BERTH_NODE_DEAD_AFTER", value_name = "DURATION")]
     pub node_dead_after: Option<String>,
+    /// How often a worker node on PostgreSQL looks at the delivery queue's dead rows and
+    /// vacuums the table when there are many, e.g. 2s (0s: never, leave it to autovacuum)
+    #[arg(long, env = "BERTH_QUEUE_VACUUM_INTERVAL", value_name = "DURATION")]
+    pub queue_vacuum_interval: Option<String>,
     /// How long shutdown waits for requests and attempts in flight, e.g. 20s
     #[arg(long, env = "BERTH_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
@@ -126,6 +130,7 @@ struct FileConfig {
     node_name: Option<String>,
     node_heartbeat_interval: Option<String>,
     node_dead_after: Option<String>,
+    queue_vacuum_interval: Option<String>,
     shutdown_grace: Option<String>,
     role: Option<String>,
     retention_days: Option<u32>,
@@ -301,6 +306,10 @@ pub struct DeliverySettings {
     /// How long a node's heartbeat may be silent before the others declare it dead and
     /// release its leases. More than twice `heartbeat_interval`.
     pub dead_after: Duration,
+    /// How often this node looks at the queue's dead row versions and vacuums the table
+    /// when there are [`QUEUE_VACUUM_DEAD_ROWS`] or more (`None`: never). PostgreSQL only:
+    /// SQLite keeps none.
+    pub queue_vacuum_interval: Option<Duration>,
     /// The worker's time source: the system clock; tests put a test clock here.
     pub clock: Clock,
 }
@@ -318,6 +327,7 @@ impl Default for DeliverySettings {
             auto_disable_after: Some(DEFAULT_AUTO_DISABLE_AFTER),
             heartbeat_interval: DEFAULT_NODE_HEARTBEAT_INTERVAL,
             dead_after: DEFAULT_NODE_DEAD_AFTER,
+            queue_vacuum_interval: Some(DEFAULT_QUEUE_VACUUM_INTERVAL),
             clock: Clock::system(),
         }
     }
@@ -329,6 +339,13 @@ pub const DEFAULT_NODE_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// ...and one silent for five seconds is declared dead: its deliveries in flight go out
 /// again about five to six seconds after it died.
 pub const DEFAULT_NODE_DEAD_AFTER: Duration = Duration::from_secs(5);
+
+/// A worker node looks at the queue's dead rows every two seconds...
+pub const DEFAULT_QUEUE_VACUUM_INTERVAL: Duration = Duration::from_secs(2);
+
+/// ...and vacuums the table when it finds this many: at a thousand deliveries a second (two
+/// dead versions each) every look, at a few a second about once in five minutes.
+pub const QUEUE_VACUUM_DEAD_ROWS: u64 = 1_000;
 
 /// Five days of nothing but failures disable a webhook.
 pub const DEFAULT_AUTO_DISABLE_AFTER: Duration = Duration::from_secs(5 * 86_400);
@@ -588,6 +605,26 @@ impl Settings {
             )?;
             delivery.auto_disable_after = (!d.is_zero()).then_some(d);
         }
+        if let Some(t) = over
+            .queue_vacuum_interval
+            .clone()
+            .or(file.queue_vacuum_interval)
+        {
+            let d = duration_setting(
+                "queue_vacuum_interval",
+                "BERTH_QUEUE_VACUUM_INTERVAL",
+                &t,
+                Duration::ZERO,
+                Duration::from_secs(3600),
+            )?;
+            if !d.is_zero() && d < Duration::from_millis(100) {
+                bail!(
+                    "invalid setting queue_vacuum_interval (BERTH_QUEUE_VACUUM_INTERVAL): \
+                     0s (never) or at least 100 ms"
+                );
+            }
+            delivery.queue_vacuum_interval = (!d.is_zero()).then_some(d);
+        }
         let shutdown_grace = match over.shutdown_grace.clone().or(file.shutdown_grace) {
             Some(t) => duration_setting(
                 "shutdown_grace",
@@ -837,6 +874,26 @@ mod tests {
         assert_eq!(file.max_connections, Some(10_000));
         assert_eq!(file.node_heartbeat_interval.as_deref(), Some("1s"));
         assert_eq!(file.node_dead_after.as_deref(), Some("5s"));
+        assert_eq!(file.queue_vacuum_interval.as_deref(), Some("2s"));
+    }
+
+    #[test]
+    fn queue_vacuum_interval_defaults_turns_off_and_is_checked() {
+        let resolve = |every: Option<&str>| {
+            Settings::resolve(&Overrides {
+                queue_vacuum_interval: every.map(str::to_owned),
+                config: Some(PathBuf::from("/dev/null")),
+                ..Default::default()
+            })
+        };
+        let every = |t| resolve(t).unwrap().delivery.queue_vacuum_interval;
+        assert_eq!(every(None), Some(Duration::from_secs(2)));
+        assert_eq!(every(Some("500ms")), Some(Duration::from_millis(500)));
+        assert_eq!(every(Some("0s")), None);
+        for bad in ["50ms", "2h", "sometimes"] {
+            let err = resolve(Some(bad)).unwrap_err().to_string();
+            assert!(err.contains("queue_vacuum_interval"), "{bad}: {err}");
+        }
     }
 
     #[test]

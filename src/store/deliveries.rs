@@ -177,6 +177,13 @@ pub trait Deliveries {
     /// Queue figures for `/metrics`, as of `now`.
     async fn queue_stats(&self, now: i64) -> Result<QueueStats>;
 
+    /// Clears the dead row versions the queue leaves behind, when there are at least
+    /// `min_dead_rows` of them: every lease and every record writes a new version of a
+    /// delivery's row, and on a database that keeps the old ones (PostgreSQL) the queue's
+    /// indexes point at them until a vacuum, so claims walk more of them at every step.
+    /// Called every `queue_vacuum_interval` by each worker node (`app::tend_delivery_queue`).
+    async fn tend_queue(&self, min_dead_rows: u64) -> Result<Tending>;
+
     /// A webhook's deliveries, newest first, optionally in one state, before delivery id
     /// `before`.
     async fn list_deliveries(
@@ -210,6 +217,23 @@ pub trait Deliveries {
     /// `batch` finished deliveries last touched before it; answers how many rows went. Small
     /// batches keep each transaction (and SQLite's write lock) short.
     async fn purge_before(&self, cutoff: i64, batch: i64) -> Result<u64>;
+}
+
+/// What [`Deliveries::tend_queue`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tending {
+    /// This backend keeps no dead row versions (SQLite updates rows in place and reuses
+    /// freed pages): there is nothing to tend, now or later.
+    NothingToTend,
+    /// Fewer dead rows than asked for: nothing done.
+    Clean { dead_rows: u64 },
+    /// The table was vacuumed; it held this many dead rows before.
+    Vacuumed { dead_rows: u64 },
+    /// Another vacuum of the table (another node's, or autovacuum's) was running: skipped.
+    Busy,
+    /// The database user may not vacuum the table (only its owner may): autovacuum alone
+    /// tends it.
+    NotPermitted,
 }
 
 /// A leased delivery, selected by [`CLAIMED_SELECT`].

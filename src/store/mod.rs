@@ -42,7 +42,7 @@ pub use audit::{
 };
 pub use deliveries::{
     AttemptRecord, AttemptResult, ClaimedDelivery, Deliveries, DeliveryRecord, NextLease,
-    QueueStats, Recorded,
+    QueueStats, Recorded, Tending,
 };
 pub use error::{Error, Result};
 pub use events::{EventCursor, EventRecord, Events};

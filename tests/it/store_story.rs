@@ -396,3 +396,66 @@ async fn the_storage_interface_tells_one_story_on_both_backends(backend: Backend
         .expect("the name is free");
     store.close().await;
 }
+
+conformance!(the_delivery_queue_is_vacuumed_where_dead_rows_stay);
+async fn the_delivery_queue_is_vacuumed_where_dead_rows_stay(backend: Backend) {
+    use berth::store::Tending;
+    use sqlx::Connection;
+    let (store, _dir, pg) = open(backend).await;
+    let Some(pg) = pg else {
+        // SQLite keeps no dead row versions: there is never anything to tend.
+        assert_eq!(
+            store.tend_queue(0).await.expect("tend"),
+            Tending::NothingToTend
+        );
+        store.close().await;
+        return;
+    };
+    async fn vacuums(url: &str) -> i64 {
+        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+        let n: i64 = sqlx::query_scalar(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'deliveries'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("vacuum count");
+        let _ = conn.close().await;
+        n
+    }
+    let before = vacuums(&pg.url).await;
+    // Fewer dead rows than the threshold: nothing is done.
+    assert!(matches!(
+        store.tend_queue(u64::MAX).await.expect("tend"),
+        Tending::Clean { .. }
+    ));
+    assert_eq!(vacuums(&pg.url).await, before);
+    // At the threshold the table is vacuumed, and PostgreSQL counts the vacuum.
+    assert!(matches!(
+        store.tend_queue(0).await.expect("tend"),
+        Tending::Vacuumed { .. }
+    ));
+    assert_eq!(vacuums(&pg.url).await, before + 1);
+
+    // A user who does not own the table may not vacuum it, and is told so.
+    let role = format!("berth_nonowner_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = sqlx::PgConnection::connect(&pg.url).await.expect("connect");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE {role} LOGIN")))
+        .execute(&mut admin)
+        .await
+        .expect("create role");
+    let (_, rest) = pg.url.split_once('@').expect("URL has a user");
+    let other_url = format!("postgres://{role}@{rest}");
+    let other = Store::open_postgres(&other_url, 1, Duration::from_secs(10))
+        .await
+        .expect("open as another user");
+    let answer = other.tend_queue(0).await;
+    other.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE {role}")))
+        .execute(&mut admin)
+        .await
+        .expect("drop role");
+    let _ = admin.close().await;
+    assert_eq!(answer.expect("tend"), Tending::NotPermitted);
+    assert_eq!(vacuums(&pg.url).await, before + 1);
+    store.close().await;
+}

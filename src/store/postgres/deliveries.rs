@@ -20,8 +20,9 @@ use crate::store::deliveries::{
     DELIVERY_EXISTS, Deliveries, DeliveryRecord, END_FAILING_RUN, FAILING_SINCE, GET_DELIVERY,
     INSERT_ATTEMPT, LIST_ATTEMPTS, LIST_DELIVERIES, NEXT_DUE, NextLease, PURGE_ATTEMPTS,
     PURGE_DELIVERIES, QUEUE_STATS, QueueStats, RECORD_OUTCOME, REDELIVER, RELEASE_EVERY_LEASE,
-    RELEASE_LEASES, REPLAY_FAILED, Recorded, START_FAILING_RUN, attempt_from_row, claimed_from_row,
-    delivery_from_row, disable_reason, disabled_details, redelivered_details, replayed_details,
+    RELEASE_LEASES, REPLAY_FAILED, Recorded, START_FAILING_RUN, Tending, attempt_from_row,
+    claimed_from_row, delivery_from_row, disable_reason, disabled_details, redelivered_details,
+    replayed_details,
 };
 use crate::store::{Error, Result, now_micros};
 
@@ -47,6 +48,20 @@ const CLAIM: &str = "WITH cand AS ( \
      UPDATE deliveries SET locked_until = $1, locked_by = $2, \
      lease_token = deliveries.lease_token + 1 FROM cand \
      WHERE deliveries.id = cand.id RETURNING deliveries.id";
+
+/// The queue's dead row versions as the statistics count them, how many vacuums the table
+/// has had, and whether this database user may vacuum it (its owner, a member of the
+/// owner's role, or a superuser).
+const QUEUE_DEAD_ROWS: &str = "SELECT COALESCE(s.n_dead_tup, 0) AS dead, \
+     COALESCE(s.vacuum_count, 0) AS vacuums, \
+     pg_has_role(current_user, c.relowner, 'USAGE') AS may_vacuum \
+     FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
+     WHERE c.oid = 'deliveries'::regclass";
+
+/// `SKIP_LOCKED`: when another vacuum of the table (another node's, autovacuum's) holds its
+/// lock, this one is skipped rather than queued behind it. Outside any transaction (VACUUM
+/// cannot run inside one), so on the simple query protocol.
+const VACUUM_QUEUE: &str = "VACUUM (SKIP_LOCKED) deliveries";
 
 impl Postgres {
     /// Everything the worker needs to send the deliveries it just leased. A delivery whose
@@ -534,6 +549,30 @@ impl Deliveries for Postgres {
             pending: row.try_get("pending")?,
             due: row.try_get("due")?,
             oldest_due_at: row.try_get("oldest")?,
+        })
+    }
+
+    async fn tend_queue(&self, min_dead_rows: u64) -> Result<Tending> {
+        let row = sqlx::query(QUEUE_DEAD_ROWS).fetch_one(&self.pool).await?;
+        if !row.try_get::<bool, _>("may_vacuum")? {
+            return Ok(Tending::NotPermitted);
+        }
+        let dead = u64::try_from(row.try_get::<i64, _>("dead")?).unwrap_or(0);
+        if dead < min_dead_rows {
+            return Ok(Tending::Clean { dead_rows: dead });
+        }
+        let vacuums: i64 = row.try_get("vacuums")?;
+        sqlx::raw_sql(VACUUM_QUEUE).execute(&self.pool).await?;
+        // A skipped vacuum only warns; the count of vacuums tells whether this one ran (a
+        // vacuum counts itself in the statistics as it ends).
+        let after: i64 = sqlx::query(QUEUE_DEAD_ROWS)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("vacuums")?;
+        Ok(if after > vacuums {
+            Tending::Vacuumed { dead_rows: dead }
+        } else {
+            Tending::Busy
         })
     }
 

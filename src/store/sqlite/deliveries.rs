@@ -16,8 +16,9 @@ use crate::store::deliveries::{
     DELIVERY_EXISTS, Deliveries, DeliveryRecord, END_FAILING_RUN, FAILING_SINCE, GET_DELIVERY,
     INSERT_ATTEMPT, LIST_ATTEMPTS, LIST_DELIVERIES, NEXT_DUE, NextLease, PURGE_ATTEMPTS,
     PURGE_DELIVERIES, QUEUE_STATS, QueueStats, RECORD_OUTCOME, REDELIVER, RELEASE_EVERY_LEASE,
-    RELEASE_LEASES, REPLAY_FAILED, Recorded, START_FAILING_RUN, attempt_from_row, claimed_from_row,
-    delivery_from_row, disable_reason, disabled_details, redelivered_details, replayed_details,
+    RELEASE_LEASES, REPLAY_FAILED, Recorded, START_FAILING_RUN, Tending, attempt_from_row,
+    claimed_from_row, delivery_from_row, disable_reason, disabled_details, redelivered_details,
+    replayed_details,
 };
 use crate::store::{Result, now_micros};
 
@@ -274,6 +275,12 @@ impl Deliveries for Sqlite {
                 })
             })?)
         })
+    }
+
+    /// SQLite writes a changed row over the old one (in its WAL, which checkpoints fold back
+    /// into the file) and reuses freed pages: no dead versions pile up in the queue's indexes.
+    async fn tend_queue(&self, _min_dead_rows: u64) -> Result<Tending> {
+        Ok(Tending::NothingToTend)
     }
 
     async fn list_deliveries(
